@@ -1,0 +1,178 @@
+//! Wire types shared by the server and its clients: header names, JSON bodies and
+//! the error body of `shared/design.md` §3.2.
+//!
+//! Every type here is plain data with serde derives, so the server, the async client,
+//! the CLI and the tests agree on one definition of each shape.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Request and response header carrying the opaque causal context of a key.
+pub const HEADER_CONTEXT: &str = "x-ringkv-context";
+/// Response header of every write: the replicas that acknowledged it, comma-separated.
+pub const HEADER_ACKS: &str = "x-ringkv-acks";
+/// Response header of a write that used stand-ins: `owner->standin`, comma-separated.
+pub const HEADER_HINTED: &str = "x-ringkv-hinted";
+
+/// Error codes of the `error` field, one per row of design.md §3.2.
+pub mod codes {
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const KEY_TOO_LONG: &str = "key_too_long";
+    pub const BAD_CONTEXT: &str = "bad_context";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const TOO_MANY_SIBLINGS: &str = "too_many_siblings";
+    pub const VALUE_TOO_LARGE: &str = "value_too_large";
+    pub const INSUFFICIENT_REPLICAS: &str = "insufficient_replicas";
+    pub const TIMEOUT: &str = "timeout";
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    pub const INTERNAL: &str = "internal";
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+/// The body of every error response: `{"error":"<code>","message":"…"}` plus the
+/// fields that help the caller act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+    /// 503 `insufficient_replicas`: replicas reachable when the request was tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<usize>,
+    /// 503/504: replies the request needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<usize>,
+    /// 504 `timeout`: replies that arrived in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acks: Option<usize>,
+    /// 400 `key_too_long` / 413 `value_too_large`: the limit in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<usize>,
+    /// 409 `too_many_siblings`: the sibling limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_siblings: Option<usize>,
+}
+
+impl ErrorBody {
+    pub fn new(error: &str, message: impl Into<String>) -> Self {
+        Self {
+            error: error.to_owned(),
+            message: message.into(),
+            live: None,
+            required: None,
+            acks: None,
+            limit_bytes: None,
+            max_siblings: None,
+        }
+    }
+}
+
+/// 300 body of `GET /kv/{key}` when the key holds concurrent values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiblingsBody {
+    /// The key, lossily decoded as UTF-8 (the request path has the exact bytes).
+    pub key: String,
+    pub context: String,
+    /// Each sibling's value, base64 (standard alphabet, padded).
+    pub siblings: Vec<String>,
+}
+
+/// `encoding` of a JSON value that is not UTF-8 and so travels as base64.
+pub const ENCODING_BASE64: &str = "base64";
+
+/// The `data` object of the JSON API (`/kv`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct JsonData {
+    pub key: String,
+    /// The single value (PUT bodies and 200 answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The concurrent values (300 answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+    /// `"base64"` when `value`/`values` are base64 because a stored value is not UTF-8;
+    /// a PUT body may set it to send bytes that are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+}
+
+/// Body of `PUT /kv`: `{"data":{"key":"foo","value":"bar"}}`, with an optional
+/// `"context"` (then the write supersedes that context instead of overwriting).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonPutRequest {
+    pub data: JsonData,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+}
+
+/// Answer of `PUT /kv` and `GET /kv?key=…`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonKvResponse {
+    pub data: JsonData,
+    pub context: String,
+}
+
+/// `GET /health` and `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthBody {
+    pub status: String,
+    pub node: String,
+    pub members_alive: usize,
+}
+
+/// One member in `GET /cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberBody {
+    pub id: String,
+    pub http: String,
+    pub cluster: String,
+    /// `alive`, `suspect`, `down` or `left`.
+    pub state: String,
+}
+
+/// Hinted-handoff summary in `GET /cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HintsBody {
+    /// Pending hints per intended owner.
+    pub pending: BTreeMap<String, u64>,
+}
+
+/// `GET /cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterBody {
+    pub node: String,
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+    pub members: Vec<MemberBody>,
+    pub hints: HintsBody,
+}
+
+/// One replica's answer in `GET /admin/replicas/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaBody {
+    pub node: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<bool>,
+    /// Live values, base64; tombstones are never listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub siblings: Option<Vec<String>>,
+    /// True when the replica holds only tombstones for the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstone: Option<bool>,
+    /// The replica's version vector as a context token (equal tokens: same versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /admin/replicas/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicasBody {
+    pub key: String,
+    pub preference_list: Vec<String>,
+    pub replicas: Vec<ReplicaBody>,
+}

@@ -1,0 +1,1 @@
+//! SWIM membership for ringkv (filled in by the cluster issue).

@@ -1,0 +1,96 @@
+//! Operational endpoints: health, metrics, the cluster view, and each replica's own
+//! copy of a key.
+
+use base64::Engine as _;
+use http::{Response, StatusCode};
+use ringkv_client::wire::{
+    ClusterBody, HealthBody, HintsBody, MemberBody, ReplicaBody, ReplicasBody,
+};
+
+use super::params::decode_key;
+use super::{ApiState, Body, reply};
+use crate::error::Result;
+
+pub fn health(state: &ApiState) -> Response<Body> {
+    let body = HealthBody {
+        status: "ok".into(),
+        node: state.config.id.clone(),
+        members_alive: state.coordinator.members_alive(),
+    };
+    reply::json(StatusCode::OK, &body)
+}
+
+pub fn metrics(state: &ApiState) -> Response<Body> {
+    reply::bytes(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        state.metrics.render(),
+    )
+}
+
+pub fn cluster(state: &ApiState) -> Response<Body> {
+    let c = &state.config;
+    let body = ClusterBody {
+        node: c.id.clone(),
+        n: c.quorum.n,
+        r: c.quorum.r,
+        w: c.quorum.w,
+        members: vec![MemberBody {
+            id: c.id.clone(),
+            http: c.advertise_http.clone(),
+            cluster: c.advertise_cluster.clone(),
+            state: "alive".into(),
+        }],
+        hints: HintsBody::default(),
+    };
+    reply::json(StatusCode::OK, &body)
+}
+
+pub fn index(state: &ApiState) -> Response<Body> {
+    let text = format!(
+        "ringkv node {}\n\nGET|PUT|DELETE /kv/{{key}}   raw values\nGET|PUT|DELETE /kv          JSON API\n\
+         GET /health  GET /cluster  GET /metrics  GET /admin/replicas/{{key}}\n",
+        state.config.id
+    );
+    reply::bytes(StatusCode::OK, "text/plain; charset=utf-8", text)
+}
+
+pub async fn replicas(state: &ApiState, raw_key: &str) -> Result<Response<Body>> {
+    let key = decode_key(raw_key, state.config.max_key_bytes)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let replicas = state
+        .coordinator
+        .replica_reports(&key)
+        .await
+        .into_iter()
+        .map(|report| match report.result {
+            Ok(clock) => {
+                let clock = clock.unwrap_or_default();
+                ReplicaBody {
+                    node: report.node,
+                    state: report.state.into(),
+                    found: Some(!clock.is_empty()),
+                    siblings: Some(clock.live_values().iter().map(|v| b64.encode(v)).collect()),
+                    tombstone: Some(clock.is_tombstoned()),
+                    context: (!clock.is_empty()).then(|| clock.context().to_token()),
+                    error: None,
+                }
+            }
+            Err(error) => ReplicaBody {
+                node: report.node,
+                state: report.state.into(),
+                found: None,
+                siblings: None,
+                tombstone: None,
+                context: None,
+                error: Some(error),
+            },
+        })
+        .collect();
+    let body = ReplicasBody {
+        key: String::from_utf8_lossy(&key).into_owned(),
+        preference_list: state.coordinator.preference_list(&key),
+        replicas,
+    };
+    Ok(reply::json(StatusCode::OK, &body))
+}

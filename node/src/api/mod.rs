@@ -1,0 +1,92 @@
+//! The HTTP API of design.md §3.2 on hyper: a hand-written router (keys are raw,
+//! percent-encoded bytes, which path-extracting routers would decode lossily), one
+//! module per family of endpoints, and one place, [`reply`], that turns errors into
+//! statuses and JSON bodies.
+//!
+//! The API only parses, checks limits and formats; every decision about replicas and
+//! versions is the coordinator's. Limits are enforced before work: a body over the
+//! limit is refused from its `Content-Length` or cut off while streaming, never
+//! buffered whole; slow headers are cut off by hyper's header read timeout.
+
+mod admin;
+mod json;
+mod kv;
+mod params;
+mod reply;
+mod server;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+pub use server::serve;
+
+use crate::config::Config;
+use crate::coordinator::Coordinator;
+use crate::error::Error;
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct ApiState {
+    pub config: Arc<Config>,
+    pub coordinator: Arc<Coordinator>,
+    pub metrics: PrometheusHandle,
+}
+
+pub(crate) type Body = Full<Bytes>;
+
+/// Answers one request and records it in the metrics.
+pub async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let (op, result) = route(&state, req).await;
+    let response = result.unwrap_or_else(|e| reply::error(&e));
+    crate::metrics::http_request(op, response.status(), started.elapsed());
+    response
+}
+
+type Routed = (&'static str, Result<Response<Body>, Error>);
+
+async fn route(state: &ApiState, req: Request<Incoming>) -> Routed {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    if let Some(raw_key) = path.strip_prefix("/kv/") {
+        return match method {
+            Method::GET => ("get", kv::get(state, raw_key, req).await),
+            Method::PUT => ("put", kv::put(state, raw_key, req).await),
+            Method::DELETE => ("delete", kv::delete(state, raw_key, req).await),
+            _ => ("other", Ok(reply::method_not_allowed("GET, PUT, DELETE"))),
+        };
+    }
+    if let Some(raw_key) = path.strip_prefix("/admin/replicas/") {
+        return match method {
+            Method::GET => ("admin_replicas", admin::replicas(state, raw_key).await),
+            _ => ("other", Ok(reply::method_not_allowed("GET"))),
+        };
+    }
+    match (path.as_str(), method) {
+        ("/kv", Method::GET) => ("json_get", json::get(state, req).await),
+        ("/kv", Method::PUT) => ("json_put", json::put(state, req).await),
+        ("/kv", Method::DELETE) => ("json_delete", json::delete(state, req).await),
+        ("/kv", _) => ("other", Ok(reply::method_not_allowed("GET, PUT, DELETE"))),
+        ("/health" | "/healthz", Method::GET) => ("health", Ok(admin::health(state))),
+        ("/metrics", Method::GET) => ("metrics", Ok(admin::metrics(state))),
+        ("/cluster", Method::GET) => ("cluster", Ok(admin::cluster(state))),
+        ("/", Method::GET) => ("index", Ok(admin::index(state))),
+        ("/health" | "/healthz" | "/metrics" | "/cluster" | "/", _) => {
+            ("other", Ok(reply::method_not_allowed("GET")))
+        }
+        _ => (
+            "other",
+            Ok(reply::status_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {path}"),
+            )),
+        ),
+    }
+}

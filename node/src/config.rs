@@ -1,0 +1,308 @@
+//! Command line and environment of `ringkv-node` (design.md §3.1): every flag also
+//! reads `RINGKV_<FLAG>`. [`NodeArgs`] is what clap parses; [`Config`] is the checked
+//! result the node runs with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::coordinator::Quorum;
+use crate::error::{Error, Result};
+
+/// `ringkv-node`: a node of a ringkv cluster, or `ringkv-node dev` for a local one.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringkv-node",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a local cluster on 127.0.0.1 for trying ringkv out (Ctrl-C stops it).
+    Dev(DevArgs),
+}
+
+/// Flags of `ringkv-node dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// How many nodes to start.
+    #[arg(long, default_value_t = 1, env = "RINGKV_DEV_NODES")]
+    pub nodes: usize,
+    /// Where the nodes keep their data (one folder per node); kept across runs.
+    #[arg(long, default_value = "ringkv-dev", env = "RINGKV_DEV_DIR")]
+    pub dir: PathBuf,
+    /// HTTP port of the first node; node i listens on this + i - 1.
+    #[arg(long, default_value_t = 8001)]
+    pub http_port: u16,
+    /// Cluster port of the first node; node i listens on this + i - 1.
+    #[arg(long, default_value_t = 7001)]
+    pub cluster_port: u16,
+}
+
+/// Flags of a node.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// This node's id: unique in the cluster, stable across restarts (e.g. n1).
+    #[arg(long, env = "RINGKV_ID")]
+    pub id: Option<String>,
+    /// Folder of the node's RocksDB store; reusing it brings back the node's data.
+    #[arg(long, env = "RINGKV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "RINGKV_HTTP", default_value = "127.0.0.1:8001")]
+    pub http: SocketAddr,
+    /// Address for peer RPC (TCP) and gossip (UDP).
+    #[arg(long, env = "RINGKV_CLUSTER", default_value = "127.0.0.1:7001")]
+    pub cluster: SocketAddr,
+    /// HTTP address other nodes and clients are told (default: --http).
+    #[arg(long, env = "RINGKV_ADVERTISE_HTTP")]
+    pub advertise_http: Option<String>,
+    /// Cluster address other nodes are told (default: --cluster).
+    #[arg(long, env = "RINGKV_ADVERTISE_CLUSTER")]
+    pub advertise_cluster: Option<String>,
+    /// Seed cluster addresses (host:port), comma-separated or repeated.
+    #[arg(long, env = "RINGKV_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Replicas per key.
+    #[arg(long, env = "RINGKV_N", default_value_t = 3)]
+    pub n: usize,
+    /// Default read quorum (1..=n).
+    #[arg(long, env = "RINGKV_R", default_value_t = 2)]
+    pub r: usize,
+    /// Default write quorum (1..=n).
+    #[arg(long, env = "RINGKV_W", default_value_t = 2)]
+    pub w: usize,
+    /// Virtual nodes per node on the ring.
+    #[arg(long, env = "RINGKV_VNODES", default_value_t = 64)]
+    pub vnodes: usize,
+    /// Keep writes for down replicas on stand-ins and hand them back (true|false).
+    #[arg(long, env = "RINGKV_HINTED_HANDOFF", default_value_t = true, action = ArgAction::Set)]
+    pub hinted_handoff: bool,
+    /// Longest key, in bytes.
+    #[arg(long, env = "RINGKV_MAX_KEY_BYTES", default_value_t = 1024)]
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    #[arg(long, env = "RINGKV_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_value_bytes: usize,
+    /// Most concurrent values (siblings) one key keeps; a write past it gets 409.
+    #[arg(long, env = "RINGKV_MAX_SIBLINGS", default_value_t = 64)]
+    pub max_siblings: usize,
+    /// Default request timeout, in milliseconds.
+    #[arg(long, env = "RINGKV_TIMEOUT_MS", default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// RocksDB block cache, in MiB.
+    #[arg(long, env = "RINGKV_BLOCK_CACHE_MB", default_value_t = 64)]
+    pub block_cache_mb: usize,
+    /// How long a client may take to send a request's headers, in milliseconds.
+    #[arg(long, env = "RINGKV_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Most HTTP connections served at once; further ones wait to be accepted.
+    #[arg(long, env = "RINGKV_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+}
+
+/// Upper bounds that keep a typo from becoming an outage.
+const TIMEOUT_MS_MAX: u64 = 600_000;
+const N_MAX: usize = 16;
+
+/// The checked configuration of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: String,
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub cluster: SocketAddr,
+    pub advertise_http: String,
+    pub advertise_cluster: String,
+    pub join: Vec<String>,
+    pub quorum: Quorum,
+    pub vnodes: usize,
+    pub hinted_handoff: bool,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_siblings: usize,
+    pub timeout: Duration,
+    pub block_cache_bytes: usize,
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+}
+
+fn check(ok: bool, message: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(message()))
+    }
+}
+
+impl Config {
+    /// Checks the flags; every problem is an [`Error::Config`] naming the flag.
+    pub fn from_args(args: NodeArgs) -> Result<Self> {
+        let id = args
+            .id
+            .ok_or_else(|| Error::Config("--id is required (or RINGKV_ID)".into()))?;
+        check(
+            !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
+            || format!("--id {id:?}: use 1 to 64 of A-Z a-z 0-9 - _ ."),
+        )?;
+        let data_dir = args
+            .data_dir
+            .ok_or_else(|| Error::Config("--data-dir is required (or RINGKV_DATA_DIR)".into()))?;
+        let (n, r, w) = (args.n, args.r, args.w);
+        check((1..=N_MAX).contains(&n), || {
+            format!("--n {n}: must be 1..={N_MAX}")
+        })?;
+        check((1..=n).contains(&r), || {
+            format!("--r {r}: must be 1..=n ({n})")
+        })?;
+        check((1..=n).contains(&w), || {
+            format!("--w {w}: must be 1..=n ({n})")
+        })?;
+        check((1..=1024).contains(&args.vnodes), || {
+            format!("--vnodes {}: must be 1..=1024", args.vnodes)
+        })?;
+        check((1..=64 * 1024).contains(&args.max_key_bytes), || {
+            format!("--max-key-bytes {}: must be 1..=65536", args.max_key_bytes)
+        })?;
+        check(
+            (1..=64 * 1024 * 1024).contains(&args.max_value_bytes),
+            || {
+                format!(
+                    "--max-value-bytes {}: must be 1..=67108864",
+                    args.max_value_bytes
+                )
+            },
+        )?;
+        check((1..=1024).contains(&args.max_siblings), || {
+            format!("--max-siblings {}: must be 1..=1024", args.max_siblings)
+        })?;
+        check((1..=TIMEOUT_MS_MAX).contains(&args.timeout_ms), || {
+            format!(
+                "--timeout-ms {}: must be 1..={TIMEOUT_MS_MAX}",
+                args.timeout_ms
+            )
+        })?;
+        check(
+            (1..=TIMEOUT_MS_MAX).contains(&args.header_timeout_ms),
+            || {
+                format!(
+                    "--header-timeout-ms {}: must be 1..={TIMEOUT_MS_MAX}",
+                    args.header_timeout_ms
+                )
+            },
+        )?;
+        check(args.block_cache_mb >= 1, || {
+            "--block-cache-mb must be at least 1".into()
+        })?;
+        check(args.max_connections >= 1, || {
+            "--max-connections must be at least 1".into()
+        })?;
+        for seed in &args.join {
+            check(parse_host_port(seed).is_some(), || {
+                format!("--join {seed:?}: expected host:port")
+            })?;
+        }
+        for (flag, addr) in [
+            ("--advertise-http", &args.advertise_http),
+            ("--advertise-cluster", &args.advertise_cluster),
+        ] {
+            if let Some(a) = addr {
+                check(parse_host_port(a).is_some(), || {
+                    format!("{flag} {a:?}: expected host:port")
+                })?;
+            }
+        }
+        Ok(Self {
+            advertise_http: args.advertise_http.unwrap_or_else(|| args.http.to_string()),
+            advertise_cluster: args
+                .advertise_cluster
+                .unwrap_or_else(|| args.cluster.to_string()),
+            id,
+            data_dir,
+            http: args.http,
+            cluster: args.cluster,
+            join: args.join,
+            quorum: Quorum { n, r, w },
+            vnodes: args.vnodes,
+            hinted_handoff: args.hinted_handoff,
+            max_key_bytes: args.max_key_bytes,
+            max_value_bytes: args.max_value_bytes,
+            max_siblings: args.max_siblings,
+            timeout: Duration::from_millis(args.timeout_ms),
+            block_cache_bytes: args.block_cache_mb * 1024 * 1024,
+            max_connections: args.max_connections,
+            drain_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_millis(args.header_timeout_ms),
+        })
+    }
+}
+
+/// Splits `host:port` (host may be a name, an IPv4 or a bracketed IPv6 address).
+pub fn parse_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then_some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> NodeArgs {
+        let mut argv = vec!["ringkv-node", "--id", "n1", "--data-dir", "/tmp/x"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().node
+    }
+
+    #[test]
+    fn quorums_outside_one_to_n_are_refused() {
+        // r and w must be 1..=n: the node refuses to start otherwise.
+        assert!(Config::from_args(args(&["--n", "3", "--r", "4"])).is_err());
+        assert!(Config::from_args(args(&["--n", "3", "--w", "0"])).is_err());
+        assert!(Config::from_args(args(&["--n", "1", "--r", "1", "--w", "1"])).is_ok());
+    }
+
+    #[test]
+    fn join_accepts_commas_and_checks_each_seed() {
+        // --join splits on commas and every seed must be host:port.
+        let c = Config::from_args(args(&["--join", "127.0.0.1:7002,node3:7003"])).unwrap();
+        assert_eq!(c.join, vec!["127.0.0.1:7002", "node3:7003"]);
+        assert!(Config::from_args(args(&["--join", "nohost"])).is_err());
+    }
+
+    #[test]
+    fn hinted_handoff_takes_an_explicit_boolean() {
+        // --hinted-handoff false switches hints off; the default is on.
+        assert!(Config::from_args(args(&[])).unwrap().hinted_handoff);
+        assert!(
+            !Config::from_args(args(&["--hinted-handoff", "false"]))
+                .unwrap()
+                .hinted_handoff
+        );
+    }
+
+    #[test]
+    fn bad_ids_are_refused() {
+        // Ids appear in headers and JSON, so only a safe alphabet is allowed.
+        let mut a = args(&[]);
+        a.id = Some("n 1".into());
+        assert!(Config::from_args(a).is_err());
+    }
+}

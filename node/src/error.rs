@@ -1,0 +1,53 @@
+//! The node crate's one error type. Every variant says what happened to the request
+//! (whether anything was written), and `api::error` maps each to one HTTP status.
+
+use crate::version::ContextError;
+
+/// Errors of the ringkv node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request was malformed; nothing was written.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The key is empty or longer than `--max-key-bytes`; nothing was written.
+    #[error("key is {len} bytes; keys are 1 to {max_bytes} bytes")]
+    KeyTooLong { len: usize, max_bytes: usize },
+    /// The value is over `--max-value-bytes`; nothing was written.
+    #[error("value is over the limit of {max_bytes} bytes")]
+    ValueTooLarge { max_bytes: usize },
+    /// The `X-Ringkv-Context` (or JSON `context`) could not be read; nothing was written.
+    #[error("bad context: {0}")]
+    BadContext(#[from] ContextError),
+    /// The write would give the key more than `--max-siblings` concurrent values; nothing
+    /// was written. Resolve the siblings by writing with their context.
+    #[error(
+        "the key already holds {max} concurrent values; write with the context of a read to resolve them"
+    )]
+    TooManySiblings { max: usize },
+    /// Fewer replicas are reachable than the request needs; nothing was tried.
+    #[error("{live} replicas reachable, {required} required")]
+    InsufficientReplicas { live: usize, required: usize },
+    /// The quorum was not reached in time; a write may have reached some replicas.
+    #[error("{acks} of {required} replicas answered in time")]
+    Timeout { acks: usize, required: usize },
+    /// The node is shutting down and takes no new requests.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The storage engine failed; the operation did not complete on this replica.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// Configuration is invalid; the node does not start.
+    #[error("config: {0}")]
+    Config(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Self {
+        Error::Storage(e.into_string())
+    }
+}
+
+/// Result with the node's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

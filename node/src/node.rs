@@ -1,0 +1,108 @@
+//! A running node: wires storage, replica, coordinator and the HTTP API, and owns the
+//! order of start and shutdown.
+//!
+//! Start: open the store (creating its incarnation), then bind the HTTP listener, so
+//! that a node never answers before its data is there. Shutdown: stop accepting, let
+//! in-flight requests finish (up to the drain timeout), then flush RocksDB's memtables
+//! and WAL so the next start replays nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+use crate::metrics;
+use crate::replica::Replica;
+use crate::storage::{Backend, RocksBackend, RocksOptions};
+
+/// How often histogram samples are folded into buckets.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A started node; [`Node::shutdown`] stops it in order.
+#[derive(Debug)]
+pub struct Node {
+    http_addr: SocketAddr,
+    replica: Arc<Replica>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    upkeep: JoinHandle<()>,
+}
+
+impl Node {
+    /// Opens the node's store and starts serving.
+    pub async fn start(config: Config) -> Result<Self> {
+        let config = Arc::new(config);
+        let rocks = RocksOptions {
+            block_cache_bytes: config.block_cache_bytes,
+        };
+        let dir = config.data_dir.join("db");
+        let backend = tokio::task::spawn_blocking(move || RocksBackend::open(&dir, &rocks))
+            .await
+            .map_err(|e| Error::Storage(format!("opening the store: {e}")))??;
+        let backend: Arc<dyn Backend> = Arc::new(backend);
+        let replica = Arc::new(Replica::open(backend, &config.id, config.max_siblings)?);
+        tracing::info!(node = %config.id, actor = ?*replica.actor(), data_dir = %config.data_dir.display(), "store open");
+        let coordinator = Arc::new(Coordinator::new(
+            config.id.clone(),
+            replica.clone(),
+            config.quorum,
+        ));
+
+        let handle = metrics::install();
+        let upkeep_handle = handle.clone();
+        let upkeep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                metrics::upkeep(&upkeep_handle);
+            }
+        });
+
+        let listener = TcpListener::bind(config.http)
+            .await
+            .map_err(|e| Error::Config(format!("--http {}: cannot listen: {e}", config.http)))?;
+        let http_addr = listener.local_addr()?;
+        let state = Arc::new(ApiState {
+            config: config.clone(),
+            coordinator,
+            metrics: handle,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(api::serve(listener, state, stopped));
+        tracing::info!(node = %config.id, http = %http_addr, "serving HTTP");
+        Ok(Self {
+            http_addr,
+            replica,
+            stop,
+            server,
+            upkeep,
+        })
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops accepting, drains in-flight requests, flushes the store.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.server.await {
+            tracing::error!(error = %e, "the HTTP server task failed");
+        }
+        self.upkeep.abort();
+        let replica = self.replica.clone();
+        tokio::task::spawn_blocking(move || replica.flush())
+            .await
+            .map_err(|e| Error::Storage(format!("flushing the store: {e}")))??;
+        tracing::info!("store flushed; node stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! An in-memory [`Backend`] for unit tests and simulations: the same semantics as
+//! RocksDB's, with nothing durable.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::{Backend, Cf};
+use crate::error::Result;
+
+/// Every column family's records, ordered by (family, key).
+type Records = BTreeMap<(Cf, Vec<u8>), Vec<u8>>;
+
+/// Column families as ordered maps behind one lock.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    cfs: Mutex<Records>,
+}
+
+impl MemoryBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.cfs.lock().unwrap().get(&(cf, key.to_vec())).cloned())
+    }
+
+    fn put(&self, cf: Cf, key: &[u8], value: &[u8], _sync: bool) -> Result<()> {
+        self.cfs
+            .lock()
+            .unwrap()
+            .insert((cf, key.to_vec()), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&self, cf: Cf, key: &[u8], _sync: bool) -> Result<()> {
+        self.cfs.lock().unwrap().remove(&(cf, key.to_vec()));
+        Ok(())
+    }
+
+    fn scan_prefix(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let from = if start > prefix { start } else { prefix };
+        let map = self.cfs.lock().unwrap();
+        Ok(map
+            .range((cf, from.to_vec())..)
+            .take_while(|((c, k), _)| *c == cf && k.starts_with(prefix))
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}

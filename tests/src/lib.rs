@@ -1,0 +1,23 @@
+//! Process-level tests for ringkv: a harness that runs real `ringkv-node` binaries
+//! and talks to them over HTTP, as the outside world does.
+//!
+//! - [`harness`]: [`NodeProcess`] (one node: free ports, temp data dir, readiness by
+//!   `GET /health`, SIGKILL/SIGTERM/SIGSTOP, restart on the same dir, kill on drop,
+//!   dir and log kept when a test fails) and [`TestCluster`] (nodes `n1..nK` joined).
+//! - [`http`]: a pooled hyper client returning exact status, headers and bytes, and
+//!   [`Api`], the calls of design.md §3.2 for one node.
+//! - [`raw`]: hand-written HTTP/1.1 for bodies a server must refuse early.
+//!
+//! The binary comes from `$RINGKV_NODE_BIN` or sits next to the test executable's
+//! `deps/` directory: run `cargo build --release -p ringkv-node` before
+//! `cargo test --release -p ringkv-tests`. This crate deliberately does not depend
+//! on ringkv-node, so tests see only the public interface.
+//!
+//! Every test owns its nodes, ports and directories, so tests run in parallel.
+
+pub mod harness;
+pub mod http;
+pub mod raw;
+
+pub use harness::{ExitOutput, NodeOptions, NodeProcess, TestCluster, node_binary};
+pub use http::{Api, HttpClient, Response, b64, encode_key, sorted, unb64};
