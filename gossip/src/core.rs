@@ -1,0 +1,585 @@
+//! The sans-IO heart of the driver: foca plus our bookkeeping, fed packets,
+//! timers and ticks, answering with effects. No sockets and no clocks (the
+//! caller passes `now`), so tests run the production logic in memory.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, Timer};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use crate::codec::BincodeCodec;
+use crate::config::GossipConfig;
+use crate::envelope;
+use crate::identity::NodeIdentity;
+use crate::leave::{self, LeaveHandler, LeaveInbox, Notice};
+use crate::membership::{Book, Membership};
+use crate::stats::Stats;
+
+type Swim = Foca<NodeIdentity, BincodeCodec, SmallRng, LeaveHandler>;
+
+/// What the caller must do after a call into [`Core`].
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    /// Datagrams (envelopes included) to send.
+    pub(crate) packets: Vec<(SocketAddr, Vec<u8>)>,
+    /// foca timers to hand back after the given delay.
+    pub(crate) timers: Vec<(Duration, Timer<NodeIdentity>)>,
+    /// A changed membership to publish.
+    pub(crate) membership: Option<Arc<Membership>>,
+    /// A renewed generation to store in the generation file.
+    pub(crate) generation_to_persist: Option<u64>,
+}
+
+/// foca and everything around it that is not IO.
+pub(crate) struct Core {
+    foca: Swim,
+    runtime: AccumulatingRuntime<NodeIdentity>,
+    leaves: LeaveInbox,
+    book: Book,
+    stats: Arc<Stats>,
+    seeds: Vec<SocketAddr>,
+    max_packet_bytes: usize,
+    max_transmissions: usize,
+    announce_interval: Duration,
+    reannounce_interval: Duration,
+    last_seed_announce: Option<Instant>,
+    /// The book changed outside foca (leave, rejoin): publish on next drain.
+    dirty: bool,
+    left: bool,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("identity", self.foca.identity())
+            .field("members", &self.foca.num_members())
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// `config` must be validated; `local` is the identity to start with.
+    pub(crate) fn new(
+        local: NodeIdentity,
+        config: &GossipConfig,
+        rng_seed: u64,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let leaves = LeaveInbox::default();
+        let mut seeds: Vec<SocketAddr> = config
+            .seeds
+            .iter()
+            .copied()
+            .filter(|seed| *seed != local.cluster)
+            .collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+        let foca = Foca::with_custom_broadcast(
+            local.clone(),
+            config.swim.to_foca(config.max_packet_bytes),
+            SmallRng::seed_from_u64(rng_seed),
+            BincodeCodec::default(),
+            LeaveHandler::new(leaves.clone()),
+        );
+        Self {
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            leaves,
+            book: Book::new(local),
+            stats,
+            seeds,
+            max_packet_bytes: config.max_packet_bytes,
+            max_transmissions: usize::from(config.swim.max_transmissions),
+            announce_interval: config.announce_interval,
+            reannounce_interval: config.reannounce_interval,
+            last_seed_announce: None,
+            dirty: false,
+            left: false,
+        }
+    }
+
+    pub(crate) fn membership(&self) -> Arc<Membership> {
+        Arc::new(self.book.snapshot())
+    }
+
+    /// A datagram arrived from `from`.
+    pub(crate) fn handle_packet(&mut self, packet: &[u8], from: SocketAddr, out: &mut Output) {
+        self.stats.packets_received(1);
+        self.stats.bytes_received(packet.len() as u64);
+        if self.left {
+            return;
+        }
+        let opened = if packet.len() > self.max_packet_bytes {
+            Err(envelope::Reject::TooLong)
+        } else {
+            envelope::open(packet)
+        };
+        match opened {
+            Err(reason) => {
+                self.stats.packets_rejected_envelope(1);
+                tracing::debug!(%from, %reason, "gossip packet dropped");
+            }
+            Ok(payload) => {
+                if let Err(err) = self.foca.handle_data(payload, &mut self.runtime) {
+                    self.stats.packets_rejected_protocol(1);
+                    tracing::debug!(%from, %err, "gossip packet refused by foca");
+                }
+            }
+        }
+        // Even a refused packet may have had effects (foca reports a bad
+        // custom broadcast only after handling the message around it).
+        self.drain(out);
+    }
+
+    /// A timer foca scheduled is due.
+    pub(crate) fn handle_timer(&mut self, timer: Timer<NodeIdentity>, out: &mut Output) {
+        if self.left {
+            return;
+        }
+        if let Err(err) = self.foca.handle_timer(timer, &mut self.runtime) {
+            self.stats.protocol_errors(1);
+            tracing::warn!(%err, "foca timer failed");
+        }
+        self.drain(out);
+    }
+
+    /// Periodic call: announces to the seeds when it is time.
+    ///
+    /// foca never re-announces by itself, so a node alone (just started, or
+    /// cut off until every peer went down) announces to every seed each
+    /// `announce_interval`. A connected node still announces to the seeds it
+    /// does not see live every `reannounce_interval`, which merges a cluster
+    /// that a partition split into two live halves.
+    pub(crate) fn tick(&mut self, now: Instant, out: &mut Output) {
+        if self.left || self.seeds.is_empty() {
+            return;
+        }
+        let alone = self.foca.num_members() == 0;
+        let interval = if alone {
+            self.announce_interval
+        } else {
+            self.reannounce_interval
+        };
+        if self
+            .last_seed_announce
+            .is_some_and(|last| now.saturating_duration_since(last) < interval)
+        {
+            return;
+        }
+        self.last_seed_announce = Some(now);
+        let live: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().cluster).collect();
+        for seed in &self.seeds {
+            if live.contains(seed) {
+                continue;
+            }
+            self.stats.seed_announces(1);
+            if let Err(err) = self
+                .foca
+                .announce(NodeIdentity::seed(*seed), &mut self.runtime)
+            {
+                self.stats.protocol_errors(1);
+                tracing::warn!(%seed, %err, "announce failed");
+            }
+        }
+        self.drain(out);
+    }
+
+    /// Leaves the cluster: a leave notice plus foca's own `Down` about us,
+    /// pushed out until foca has sent each update `max_transmissions` times.
+    /// After this the core ignores every input.
+    pub(crate) fn leave(&mut self, out: &mut Output) {
+        if self.left {
+            return;
+        }
+        let notice = Notice::Leave(self.foca.identity().clone());
+        // Added before leave_cluster so its packets carry the notice too.
+        match notice.encode() {
+            Ok(bytes) => {
+                if let Err(err) = self.foca.add_broadcast(&bytes) {
+                    self.stats.protocol_errors(1);
+                    tracing::warn!(%err, "leave notice not queued");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "leave notice not encoded"),
+        }
+        if let Err(err) = self.foca.leave_cluster(&mut self.runtime) {
+            self.stats.protocol_errors(1);
+            tracing::warn!(%err, "leave_cluster failed");
+        }
+        // leave_cluster tells num_indirect_probes members; keep gossiping
+        // (to random live members each round) until the backlog is spent.
+        for _ in 0..self.max_transmissions {
+            if self.foca.updates_backlog() == 0 && self.foca.custom_broadcast_backlog() == 0 {
+                break;
+            }
+            if let Err(err) = self.foca.gossip(&mut self.runtime) {
+                self.stats.protocol_errors(1);
+                tracing::warn!(%err, "gossip after leave failed");
+                break;
+            }
+        }
+        self.left = true;
+        self.dirty |= self.book.mark_local_left();
+        self.drain(out);
+    }
+
+    /// Moves foca's effects into `out` and syncs the book with foca.
+    fn drain(&mut self, out: &mut Output) {
+        while let Some((to, payload)) = self.runtime.to_send() {
+            let mut packet = Vec::new();
+            envelope::seal(&payload, &mut packet);
+            out.packets.push((to.cluster, packet));
+        }
+        while let Some(timer) = self.runtime.to_schedule() {
+            out.timers.push(timer);
+        }
+        while let Some(notification) = self.runtime.to_notify() {
+            self.notified(notification, out);
+        }
+        // foca only notifies on active-set changes; suspicion shows up only in
+        // the member states, so read them all (a few dozen members at most).
+        for member in self.foca.iter_membership_state() {
+            self.dirty |= self.book.observe(member.id(), member.state());
+        }
+        for identity in leave::drain(&self.leaves) {
+            self.dirty |= self.book.observe_leave(&identity);
+        }
+        if std::mem::take(&mut self.dirty) {
+            out.membership = Some(self.membership());
+        }
+    }
+
+    fn notified(&mut self, notification: OwnedNotification<NodeIdentity>, out: &mut Output) {
+        match notification {
+            OwnedNotification::Rejoin(identity) => {
+                tracing::info!(
+                    generation = identity.generation,
+                    "declared down; rejoined with a new generation"
+                );
+                out.generation_to_persist = Some(identity.generation);
+                self.dirty |= self.book.set_local(identity);
+            }
+            OwnedNotification::Defunct => {
+                if !self.left {
+                    tracing::error!("declared down and unable to renew the identity");
+                }
+            }
+            OwnedNotification::Idle => {
+                tracing::info!("no live members; announcing to seeds");
+                self.last_seed_announce = None;
+            }
+            OwnedNotification::Active => tracing::info!("joined the cluster"),
+            other => tracing::debug!(notification = ?other, "membership event"),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn cluster_addr(&self) -> SocketAddr {
+        self.foca.identity().cluster
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::SwimConfig;
+    use crate::membership::MemberState;
+    use crate::timers::TimerHeap;
+
+    fn config(id: &str, port: u16, seeds: &[u16]) -> GossipConfig {
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut config = GossipConfig::new(
+            id,
+            addr(port),
+            format!("127.0.0.1:{}", port + 1000),
+            "unused",
+        );
+        config.seeds = seeds.iter().map(|port| addr(*port)).collect();
+        config.swim = SwimConfig::fast();
+        config.announce_interval = Duration::from_millis(200);
+        config
+    }
+
+    fn core(id: &str, port: u16, seeds: &[u16], generation: u64) -> Core {
+        let config = config(id, port, seeds);
+        let local = NodeIdentity {
+            id: id.into(),
+            cluster: config.bind,
+            http: config.advertise_http.clone(),
+            generation,
+        };
+        Core::new(local, &config, u64::from(port), Arc::default())
+    }
+
+    /// Cores wired together in memory with simulated time: packets are
+    /// delivered at once (unless a node is cut off), timers when the clock
+    /// reaches them.
+    struct Sim {
+        start: Instant,
+        now: Instant,
+        nodes: HashMap<SocketAddr, (Core, TimerHeap<Instant>, Arc<Membership>)>,
+        in_flight: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+        cut: HashSet<SocketAddr>,
+        persisted: HashMap<SocketAddr, u64>,
+    }
+
+    impl Sim {
+        fn new() -> Self {
+            let start = Instant::now();
+            Self {
+                start,
+                now: start,
+                nodes: HashMap::new(),
+                in_flight: Vec::new(),
+                cut: HashSet::new(),
+                persisted: HashMap::new(),
+            }
+        }
+
+        fn add(&mut self, core: Core) {
+            let membership = core.membership();
+            self.nodes
+                .insert(core.cluster_addr(), (core, TimerHeap::new(), membership));
+        }
+
+        fn apply(&mut self, from: SocketAddr, out: Output) {
+            let (_, timers, membership) = self.nodes.get_mut(&from).unwrap();
+            for (after, timer) in out.timers {
+                assert!(timers.push(self.now + after, timer));
+            }
+            if let Some(new) = out.membership {
+                *membership = new;
+            }
+            if let Some(generation) = out.generation_to_persist {
+                self.persisted.insert(from, generation);
+            }
+            for (to, packet) in out.packets {
+                self.in_flight.push((from, to, packet));
+            }
+        }
+
+        /// Runs for `duration` of simulated time in 10 ms steps.
+        fn run(&mut self, duration: Duration) {
+            let end = self.now + duration;
+            while self.now < end {
+                self.now += Duration::from_millis(10);
+                let addrs: Vec<SocketAddr> = self.nodes.keys().copied().collect();
+                for addr in addrs {
+                    let mut out = Output::default();
+                    let (core, timers, _) = self.nodes.get_mut(&addr).unwrap();
+                    core.tick(self.now, &mut out);
+                    while let Some(timer) = timers.pop_due(self.now) {
+                        core.handle_timer(timer, &mut out);
+                    }
+                    self.apply(addr, out);
+                }
+                for round in 0.. {
+                    assert!(round < 100, "packets bounce forever");
+                    if self.in_flight.is_empty() {
+                        break;
+                    }
+                    for (from, to, packet) in std::mem::take(&mut self.in_flight) {
+                        if self.cut.contains(&from) || self.cut.contains(&to) {
+                            continue;
+                        }
+                        let Some((core, _, _)) = self.nodes.get_mut(&to) else {
+                            continue; // crashed or never existed: lost
+                        };
+                        let mut out = Output::default();
+                        core.handle_packet(&packet, from, &mut out);
+                        self.apply(to, out);
+                    }
+                }
+            }
+        }
+
+        fn state(&self, observer: u16, id: &str) -> Option<MemberState> {
+            self.member(observer, id).map(|member| member.state)
+        }
+
+        fn member(&self, observer: u16, id: &str) -> Option<crate::Member> {
+            let (_, _, membership) = &self.nodes[&local(observer)];
+            membership.get(id).cloned()
+        }
+
+        fn elapsed(&self) -> Duration {
+            self.now - self.start
+        }
+    }
+
+    #[test]
+    fn simulated_cluster_joins_leaves_and_tells_left_from_down() {
+        // Without sockets: three cores join through one seed, a graceful leave
+        // shows as Left and a crash as Down on the others, and the leaver
+        // restarting with a newer generation is Alive again.
+        let mut sim = Sim::new();
+        sim.add(core("n1", 7001, &[], 1));
+        sim.add(core("n2", 7002, &[7001], 1));
+        sim.add(core("n3", 7003, &[7001], 1));
+        sim.run(Duration::from_secs(2));
+        for observer in [7001, 7002, 7003] {
+            for id in ["n1", "n2", "n3"] {
+                assert_eq!(
+                    sim.state(observer, id),
+                    Some(MemberState::Alive),
+                    "{id} on {observer}"
+                );
+            }
+        }
+
+        let mut out = Output::default();
+        let n2 = local(7002);
+        sim.nodes.get_mut(&n2).unwrap().0.leave(&mut out);
+        sim.apply(n2, out);
+        sim.run(Duration::from_millis(100));
+        assert_eq!(sim.state(7002, "n2"), Some(MemberState::Left));
+        assert_eq!(sim.state(7001, "n2"), Some(MemberState::Left));
+        assert_eq!(sim.state(7003, "n2"), Some(MemberState::Left));
+        sim.nodes.remove(&n2);
+
+        sim.nodes.remove(&local(7003));
+        sim.run(Duration::from_secs(4));
+        assert_eq!(sim.state(7001, "n3"), Some(MemberState::Down));
+        assert_eq!(
+            sim.state(7001, "n2"),
+            Some(MemberState::Left),
+            "left stays left"
+        );
+
+        sim.add(core("n2", 7002, &[7001], 2));
+        sim.run(Duration::from_secs(1));
+        assert_eq!(sim.state(7001, "n2"), Some(MemberState::Alive));
+        assert!(sim.elapsed() < Duration::from_secs(8));
+    }
+
+    #[test]
+    fn announces_to_seeds_until_someone_answers() {
+        // A lone node keeps announcing to its seed every announce_interval, and
+        // stops (but for the slow re-announce) once it has a live member.
+        let mut alone = core("n2", 7002, &[7001, 7002], 1);
+        let start = Instant::now();
+        let mut sent = 0;
+        for step in 0..10u32 {
+            let mut out = Output::default();
+            alone.tick(start + Duration::from_millis(100) * step, &mut out);
+            assert!(
+                out.packets.iter().all(|(to, _)| to.port() == 7001),
+                "never to itself"
+            );
+            sent += out.packets.len();
+        }
+        assert_eq!(sent, 5, "every 200 ms over 1 s");
+
+        let mut sim = Sim::new();
+        sim.add(core("n2", 7002, &[7001], 1));
+        sim.run(Duration::from_secs(1));
+        let announced_alone = sim
+            .nodes
+            .values()
+            .next()
+            .unwrap()
+            .0
+            .stats
+            .snapshot()
+            .seed_announces;
+        assert!(announced_alone >= 4, "{announced_alone}");
+        sim.add(core("n1", 7001, &[], 1));
+        sim.run(Duration::from_secs(3));
+        assert_eq!(sim.state(7002, "n1"), Some(MemberState::Alive));
+        let n2 = &sim.nodes[&local(7002)].0;
+        let announced = n2.stats.snapshot().seed_announces;
+        assert!(
+            announced <= announced_alone + 6,
+            "kept announcing: {announced}"
+        );
+    }
+
+    fn local(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn node_cut_off_then_healed_renews_its_generation_and_is_alive_again() {
+        // A node the others declared down during a partition learns it on
+        // heal, renews its identity, asks for the new generation to be stored
+        // and is alive again; meanwhile it showed as Down, not Left.
+        let mut sim = Sim::new();
+        sim.add(core("n1", 7001, &[], 1));
+        sim.add(core("n2", 7002, &[7001], 1));
+        sim.add(core("n3", 7003, &[7001], 1));
+        sim.run(Duration::from_secs(2));
+        assert_eq!(sim.state(7001, "n3"), Some(MemberState::Alive));
+
+        sim.cut.insert(local(7003));
+        sim.run(Duration::from_secs(4));
+        assert_eq!(sim.state(7001, "n3"), Some(MemberState::Down));
+        assert_eq!(sim.state(7002, "n3"), Some(MemberState::Down));
+        assert_eq!(sim.state(7003, "n1"), Some(MemberState::Down));
+
+        sim.cut.clear();
+        sim.run(Duration::from_secs(3));
+        assert_eq!(sim.persisted.get(&local(7003)), Some(&2));
+        for observer in [7001, 7002, 7003] {
+            let n3 = sim.member(observer, "n3").unwrap();
+            assert_eq!(
+                (n3.state, n3.generation),
+                (MemberState::Alive, 2),
+                "on {observer}"
+            );
+            assert_eq!(sim.state(observer, "n1"), Some(MemberState::Alive));
+        }
+    }
+
+    fn sealed(payload: &[u8]) -> Vec<u8> {
+        let mut packet = Vec::new();
+        envelope::seal(payload, &mut packet);
+        packet
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_packets_never_panic_and_are_counted(
+            raw in proptest::collection::vec(any::<u8>(), 0..1600),
+            payload in proptest::collection::vec(any::<u8>(), 0..1400),
+            flips in proptest::collection::vec((any::<usize>(), 1..=255u8), 1..8),
+        ) {
+            // Raw garbage, well-framed garbage and corrupted real foca packets
+            // are all dropped and counted; the core keeps working.
+            let mut node = core("n1", 7001, &[], 1);
+            let from = SocketAddr::from(([127, 0, 0, 1], 9999));
+            let mut out = Output::default();
+            node.handle_packet(&raw, from, &mut out);
+            node.handle_packet(&sealed(&payload), from, &mut out);
+
+            // A real announce from another node, its payload corrupted.
+            let mut joiner = core("n2", 7002, &[7001], 1);
+            let mut announce = Output::default();
+            joiner.tick(Instant::now(), &mut announce);
+            let (_, packet) = announce.packets.pop().unwrap();
+            let mut foca_payload = envelope::open(&packet).unwrap().to_vec();
+            for (at, flip) in &flips {
+                let len = foca_payload.len();
+                foca_payload[at % len] ^= flip;
+            }
+            node.handle_packet(&sealed(&foca_payload), from, &mut out);
+
+            let stats = node.stats.snapshot();
+            prop_assert_eq!(stats.packets_received, 3);
+            prop_assert!(stats.packets_rejected_envelope + stats.packets_rejected_protocol >= 1);
+
+            // Still answers a genuine announce with a feed.
+            let mut reply = Output::default();
+            node.handle_packet(&packet, from, &mut reply);
+            prop_assert_eq!(reply.packets.len(), 1);
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Counters of what the gossip driver did; also exported through the
+//! `metrics` facade under `ringkv_gossip_*` names.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A point-in-time copy of the counters, from [`crate::Gossip::stats`].
+/// Every field counts since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    /// Datagrams received, accepted or not.
+    pub packets_received: u64,
+    /// Datagrams handed to the socket.
+    pub packets_sent: u64,
+    /// Bytes received, envelopes included.
+    pub bytes_received: u64,
+    /// Bytes sent, envelopes included.
+    pub bytes_sent: u64,
+    /// Dropped before foca: too short or long, wrong magic or version, bad checksum.
+    pub packets_rejected_envelope: u64,
+    /// Passed the envelope but refused by foca or our codec (undecodable,
+    /// from ourselves, malformed).
+    pub packets_rejected_protocol: u64,
+    /// `send_to` failures.
+    pub send_errors: u64,
+    /// `recv_from` failures.
+    pub receive_errors: u64,
+    /// Announce messages sent to seed addresses.
+    pub seed_announces: u64,
+    /// foca errors outside packet handling (timers, leave).
+    pub protocol_errors: u64,
+    /// Timers dropped because the timer heap was full.
+    pub timers_dropped: u64,
+}
+
+macro_rules! counters {
+    ($($field:ident => $metric:literal),* $(,)?) => {
+        /// The live counters, shared by the driver and the [`crate::Gossip`] handle.
+        #[derive(Debug, Default)]
+        pub(crate) struct Stats {
+            $($field: AtomicU64,)*
+        }
+
+        impl Stats {
+            $(
+                pub(crate) fn $field(&self, n: u64) {
+                    self.$field.fetch_add(n, Ordering::Relaxed);
+                    metrics::counter!($metric).increment(n);
+                }
+            )*
+
+            pub(crate) fn snapshot(&self) -> GossipStats {
+                GossipStats {
+                    $($field: self.$field.load(Ordering::Relaxed),)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    packets_received => "ringkv_gossip_packets_received_total",
+    packets_sent => "ringkv_gossip_packets_sent_total",
+    bytes_received => "ringkv_gossip_bytes_received_total",
+    bytes_sent => "ringkv_gossip_bytes_sent_total",
+    packets_rejected_envelope => "ringkv_gossip_packets_rejected_envelope_total",
+    packets_rejected_protocol => "ringkv_gossip_packets_rejected_protocol_total",
+    send_errors => "ringkv_gossip_send_errors_total",
+    receive_errors => "ringkv_gossip_receive_errors_total",
+    seed_announces => "ringkv_gossip_seed_announces_total",
+    protocol_errors => "ringkv_gossip_protocol_errors_total",
+    timers_dropped => "ringkv_gossip_timers_dropped_total",
+}
