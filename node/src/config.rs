@@ -35,8 +35,8 @@ pub enum Command {
 /// Flags of `ringkv-node dev`.
 #[derive(Debug, Clone, Args)]
 pub struct DevArgs {
-    /// How many nodes to start.
-    #[arg(long, default_value_t = 1, env = "RINGKV_DEV_NODES")]
+    /// How many nodes to start (n = min(3, nodes), r = w = majority of n).
+    #[arg(long, default_value_t = 3, env = "RINGKV_DEV_NODES")]
     pub nodes: usize,
     /// Where the nodes keep their data (one folder per node); kept across runs.
     #[arg(long, default_value = "ringkv-dev", env = "RINGKV_DEV_DIR")]

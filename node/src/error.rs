@@ -33,6 +33,10 @@ pub enum Error {
     /// The node is shutting down and takes no new requests.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// A call to another node failed (unreachable, timed out, or answered garbage); the
+    /// operation may or may not have happened there.
+    #[error("peer {peer}: {reason}")]
+    Peer { peer: String, reason: String },
     /// The storage engine failed; the operation did not complete on this replica.
     #[error("storage: {0}")]
     Storage(String),

@@ -15,11 +15,13 @@
 //! ring and replication across nodes come next (see the issues).
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod dev;
 pub mod error;
 pub mod metrics;
+pub mod net;
 pub mod node;
 pub mod replica;
 pub mod storage;

@@ -1,10 +1,14 @@
 //! A running node: wires storage, replica, coordinator and the HTTP API, and owns the
 //! order of start and shutdown.
 //!
-//! Start: open the store (creating its incarnation), then bind the HTTP listener, so
-//! that a node never answers before its data is there. Shutdown: stop accepting, let
-//! in-flight requests finish (up to the drain timeout), then flush RocksDB's memtables
-//! and WAL so the next start replays nothing.
+//! Start: open the store (creating its incarnation); bind the peer RPC listener and
+//! join gossip, so other nodes can reach this one's replica; then bind the HTTP
+//! listener, so that a node never answers clients before its data is there.
+//!
+//! Shutdown: stop accepting client requests and let in-flight ones finish (up to the
+//! drain timeout); leave gossip, so the others stop sending here at once instead of
+//! waiting for failure detection; stop the peer listener (its in-flight merges
+//! finish); then flush RocksDB's memtables and WAL so the next start replays nothing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,10 +19,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::metrics;
+use crate::net::{self, PeerClient};
 use crate::replica::Replica;
 use crate::storage::{Backend, RocksBackend, RocksOptions};
 
@@ -30,8 +36,11 @@ const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Node {
     http_addr: SocketAddr,
     replica: Arc<Replica>,
-    stop: watch::Sender<bool>,
-    server: JoinHandle<()>,
+    cluster: Arc<Cluster>,
+    stop_http: watch::Sender<bool>,
+    http_server: JoinHandle<()>,
+    stop_peer: watch::Sender<bool>,
+    peer_server: JoinHandle<()>,
     upkeep: JoinHandle<()>,
 }
 
@@ -47,13 +56,28 @@ impl Node {
             .await
             .map_err(|e| Error::Storage(format!("opening the store: {e}")))??;
         let backend: Arc<dyn Backend> = Arc::new(backend);
-        let replica = Arc::new(Replica::open(backend, &config.id, config.max_siblings)?);
+        let replica = Arc::new(Replica::open(
+            backend.clone(),
+            &config.id,
+            config.max_siblings,
+        )?);
         tracing::info!(node = %config.id, actor = ?*replica.actor(), data_dir = %config.data_dir.display(), "store open");
+
+        let peer_listener = TcpListener::bind(config.cluster).await.map_err(|e| {
+            Error::Config(format!("--cluster {}: cannot listen: {e}", config.cluster))
+        })?;
+        let cluster = Arc::new(Cluster::start(&config, backend).await?);
+        let peers = Arc::new(PeerClient::new(config.id.clone()));
         let coordinator = Arc::new(Coordinator::new(
-            config.id.clone(),
             replica.clone(),
             config.quorum,
+            cluster.clone(),
+            peers,
         ));
+        let (stop_peer, peer_stopped) = watch::channel(false);
+        let peer_server =
+            tokio::spawn(net::serve(peer_listener, coordinator.clone(), peer_stopped));
+        tracing::info!(node = %config.id, cluster = %config.cluster, seeds = ?config.join, "peer RPC and gossip up");
 
         let handle = metrics::install();
         let upkeep_handle = handle.clone();
@@ -72,16 +96,20 @@ impl Node {
         let state = Arc::new(ApiState {
             config: config.clone(),
             coordinator,
+            cluster: cluster.clone(),
             metrics: handle,
         });
-        let (stop, stopped) = watch::channel(false);
-        let server = tokio::spawn(api::serve(listener, state, stopped));
+        let (stop_http, http_stopped) = watch::channel(false);
+        let http_server = tokio::spawn(api::serve(listener, state, http_stopped));
         tracing::info!(node = %config.id, http = %http_addr, "serving HTTP");
         Ok(Self {
             http_addr,
             replica,
-            stop,
-            server,
+            cluster,
+            stop_http,
+            http_server,
+            stop_peer,
+            peer_server,
             upkeep,
         })
     }
@@ -91,11 +119,16 @@ impl Node {
         self.http_addr
     }
 
-    /// Stops accepting, drains in-flight requests, flushes the store.
+    /// Stops accepting, drains in-flight requests, leaves gossip, flushes the store.
     pub async fn shutdown(self) -> Result<()> {
-        let _ = self.stop.send(true);
-        if let Err(e) = self.server.await {
+        let _ = self.stop_http.send(true);
+        if let Err(e) = self.http_server.await {
             tracing::error!(error = %e, "the HTTP server task failed");
+        }
+        self.cluster.leave().await;
+        let _ = self.stop_peer.send(true);
+        if let Err(e) = self.peer_server.await {
+            tracing::error!(error = %e, "the peer server task failed");
         }
         self.upkeep.abort();
         let replica = self.replica.clone();

@@ -35,12 +35,25 @@ pub fn cluster(state: &ApiState) -> Response<Body> {
         n: c.quorum.n,
         r: c.quorum.r,
         w: c.quorum.w,
-        members: vec![MemberBody {
-            id: c.id.clone(),
-            http: c.advertise_http.clone(),
-            cluster: c.advertise_cluster.clone(),
-            state: "alive".into(),
-        }],
+        members: state
+            .cluster
+            .view()
+            .members()
+            .map(|m| MemberBody {
+                id: m.id.clone(),
+                http: m.http.clone(),
+                cluster: if m.id == c.id {
+                    c.advertise_cluster.clone()
+                } else {
+                    m.cluster.to_string()
+                },
+                state: if m.id == c.id {
+                    "alive".into()
+                } else {
+                    m.state.as_str().into()
+                },
+            })
+            .collect(),
         hints: HintsBody::default(),
     };
     reply::json(StatusCode::OK, &body)

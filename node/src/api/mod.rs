@@ -26,6 +26,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use server::serve;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::error::Error;
@@ -35,6 +36,7 @@ use crate::error::Error;
 pub struct ApiState {
     pub config: Arc<Config>,
     pub coordinator: Arc<Coordinator>,
+    pub cluster: Arc<Cluster>,
     pub metrics: PrometheusHandle,
 }
 

@@ -55,6 +55,10 @@ pub fn error(e: &Error) -> Response<Body> {
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorBody::new(codes::UNAVAILABLE, message),
         ),
+        Error::Peer { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorBody::new(codes::UNAVAILABLE, message),
+        ),
         Error::Storage(_) | Error::Config(_) | Error::Io(_) => {
             tracing::error!(error = %e, "request failed inside the node");
             (

@@ -1,0 +1,511 @@
+//! The coordinator: turns a client's read or write into replica operations and
+//! decides when enough of them answered.
+//!
+//! A write creates its dot on a replica of the key (the coordinating replica), which
+//! stores it and hands the resulting clock to the other replicas; the client is
+//! answered once `w` replicas acknowledged. A read asks the replicas and answers once
+//! `r` replied, with the merge of their clocks. Fewer reachable replicas than required
+//! fails fast with [`Error::InsufficientReplicas`]; replies that do not arrive in time
+//! fail with [`Error::Timeout`].
+//!
+//! A write that reaches a node outside the key's preference list is forwarded to the
+//! first live home replica, which coordinates it; the forwarded write is always
+//! coordinated where it lands, so two nodes with momentarily different views cannot
+//! bounce it between them. Replicas that answer after the quorum finish in the
+//! background (their tasks own what they need), so a slow replica never delays the
+//! client and still gets the write.
+//!
+//! Caveats: only live home replicas are written (stand-ins and hints come with sloppy
+//! quorum); a read asks every live home replica, not just `r` of them.
+
+mod peer;
+pub mod quorum;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::cluster::{Cluster, Peer};
+use crate::error::{Error, Result};
+use crate::net::{PeerClient, PeerRequest, PeerResponse, WireSupersedes};
+use crate::replica::Replica;
+use crate::version::{Clock, VersionVector, Versioned};
+use quorum::{Progress, Tracker};
+
+/// Replication defaults of the node (`--n`, `--r`, `--w`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quorum {
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+}
+
+/// Per-request read settings.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    pub r: usize,
+    pub timeout: Duration,
+    /// Stand-ins may answer for down home replicas.
+    pub sloppy: bool,
+}
+
+/// Per-request write settings.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    pub w: usize,
+    /// Quorum of the read a write does first when it must learn the current context.
+    pub r: usize,
+    pub timeout: Duration,
+    /// Replicas fsync before acknowledging.
+    pub sync: bool,
+    pub sloppy: bool,
+}
+
+/// What a write supersedes.
+#[derive(Debug, Clone)]
+pub enum Supersedes {
+    /// Exactly what this context (from an earlier read) saw.
+    Context(VersionVector),
+    /// Nothing: the write is concurrent with every stored version.
+    Nothing,
+    /// Whatever a read at `r` finds now (overwrite, and delete without a context).
+    CurrentVersions,
+}
+
+/// A write's result.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    /// The key's clock on the coordinating replica after the write.
+    pub clock: Clock,
+    /// Replicas that acknowledged, coordinating replica first.
+    pub acks: Vec<String>,
+    /// `(intended owner, stand-in)` pairs where stand-ins took the write.
+    pub hinted: Vec<(String, String)>,
+}
+
+/// One replica's answer for the admin view of a key.
+#[derive(Debug, Clone)]
+pub struct ReplicaReport {
+    pub node: String,
+    pub state: &'static str,
+    pub result: Result<Option<Clock>, String>,
+}
+
+/// Coordinates client requests over the key's replicas.
+#[derive(Debug)]
+pub struct Coordinator {
+    node_id: String,
+    replica: Arc<Replica>,
+    quorum: Quorum,
+    cluster: Arc<Cluster>,
+    peers: Arc<PeerClient>,
+}
+
+/// How long the admin view waits for each replica.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Coordinator {
+    pub fn new(
+        replica: Arc<Replica>,
+        quorum: Quorum,
+        cluster: Arc<Cluster>,
+        peers: Arc<PeerClient>,
+    ) -> Self {
+        Self {
+            node_id: cluster.local_id().to_owned(),
+            replica,
+            quorum,
+            cluster,
+            peers,
+        }
+    }
+
+    pub fn quorum(&self) -> Quorum {
+        self.quorum
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Members currently alive, this node included.
+    pub fn members_alive(&self) -> usize {
+        self.cluster.view().members_alive()
+    }
+
+    /// The key's home replicas, in preference order.
+    pub fn preference_list(&self, key: &[u8]) -> Vec<String> {
+        self.cluster
+            .view()
+            .preference_list(key, self.quorum.n)
+            .into_iter()
+            .map(|p| p.id)
+            .collect()
+    }
+
+    /// Reads `key` at quorum `r`: the merged clock of the replies, `None` if no replica
+    /// that answered knows the key.
+    pub async fn get(&self, key: &[u8], options: &ReadOptions) -> Result<Option<Clock>> {
+        let deadline = Instant::now() + options.timeout;
+        let live: Vec<Peer> = self
+            .cluster
+            .view()
+            .preference_list(key, self.quorum.n)
+            .into_iter()
+            .filter(Peer::is_live)
+            .collect();
+        if options.r > live.len() {
+            return Err(Error::InsufficientReplicas {
+                live: live.len(),
+                required: options.r,
+            });
+        }
+        let mut tracker = Tracker::new(options.r, live.len());
+        let mut merged: Option<Clock> = None;
+        let fold = |merged: &mut Option<Clock>, clock: Option<Clock>| {
+            if let Some(c) = clock {
+                *merged = Some(match merged.take() {
+                    Some(m) => m.sync(&c),
+                    None => c,
+                });
+            }
+        };
+        if live.iter().any(|p| p.local) {
+            match self.replica.get(key) {
+                Ok(clock) => {
+                    fold(&mut merged, clock);
+                    tracker.ok();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "local read failed");
+                    tracker.fail();
+                }
+            }
+        }
+        if tracker.progress() == Progress::Done {
+            return Ok(merged);
+        }
+        let mut replies = self.fan_out(&live, deadline, || PeerRequest::Read { key: key.to_vec() });
+        loop {
+            match tracker.progress() {
+                Progress::Done => return Ok(merged),
+                Progress::Failed => {
+                    return Err(Error::InsufficientReplicas {
+                        live: tracker.reachable(),
+                        required: options.r,
+                    });
+                }
+                Progress::Waiting => {}
+            }
+            match tokio::time::timeout_at(deadline, replies.recv()).await {
+                Ok(Some((_, Ok(PeerResponse::Read(clock))))) => {
+                    fold(&mut merged, clock);
+                    tracker.ok();
+                }
+                Ok(Some((peer, outcome))) => {
+                    log_failed_reply(&peer, "read", outcome);
+                    tracker.fail();
+                }
+                Ok(None) => {
+                    return Err(Error::InsufficientReplicas {
+                        live: tracker.reachable(),
+                        required: options.r,
+                    });
+                }
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        acks: tracker.acks(),
+                        required: options.r,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes `value` (a tombstone for a delete) at quorum `w`.
+    pub async fn write(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        supersedes: Supersedes,
+        options: &WriteOptions,
+    ) -> Result<WriteOutcome> {
+        let deadline = Instant::now() + options.timeout;
+        let home = self.cluster.view().preference_list(key, self.quorum.n);
+        if home.iter().any(|p| p.local) {
+            self.write_here(key, value, supersedes, options, deadline)
+                .await
+        } else {
+            self.forward_write(key, value, supersedes, options, &home, deadline)
+                .await
+        }
+    }
+
+    /// Coordinates a write on this node: makes the dot, stores it, replicates it to the
+    /// other live home replicas and waits for `w` acknowledgements (this one included).
+    async fn write_here(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        supersedes: Supersedes,
+        options: &WriteOptions,
+        deadline: Instant,
+    ) -> Result<WriteOutcome> {
+        let others: Vec<Peer> = self
+            .cluster
+            .view()
+            .preference_list(key, self.quorum.n)
+            .into_iter()
+            .filter(|p| !p.local && p.is_live())
+            .collect();
+        let live = others.len() + 1;
+        if options.w > live {
+            return Err(Error::InsufficientReplicas {
+                live,
+                required: options.w,
+            });
+        }
+        let context = match supersedes {
+            Supersedes::Context(vv) => vv,
+            Supersedes::Nothing => VersionVector::empty(),
+            Supersedes::CurrentVersions => {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                let read = ReadOptions {
+                    r: options.r,
+                    timeout,
+                    sloppy: options.sloppy,
+                };
+                self.get(key, &read)
+                    .await?
+                    .map(|c| c.context())
+                    .unwrap_or_default()
+            }
+        };
+        let versioned = Versioned {
+            ts_ms: now_ms(),
+            data: value,
+        };
+        let replica = self.replica.clone();
+        let owned_key = key.to_vec();
+        let sync = options.sync;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let clock = run_local(sync, timeout, options.w, move || {
+            replica.coordinate(&owned_key, &context, versioned, sync)
+        })
+        .await?;
+
+        let mut tracker = Tracker::new(options.w, live);
+        let mut acks = vec![self.node_id.clone()];
+        tracker.ok();
+        let mut replies = self.fan_out(&others, deadline, || PeerRequest::Merge {
+            key: key.to_vec(),
+            clock: clock.clone(),
+            sync,
+        });
+        loop {
+            match tracker.progress() {
+                Progress::Done => {
+                    return Ok(WriteOutcome {
+                        clock,
+                        acks,
+                        hinted: Vec::new(),
+                    });
+                }
+                Progress::Failed => {
+                    return Err(Error::InsufficientReplicas {
+                        live: tracker.reachable(),
+                        required: options.w,
+                    });
+                }
+                Progress::Waiting => {}
+            }
+            match tokio::time::timeout_at(deadline, replies.recv()).await {
+                Ok(Some((peer, Ok(PeerResponse::Merged)))) => {
+                    acks.push(peer);
+                    tracker.ok();
+                }
+                Ok(Some((peer, outcome))) => {
+                    log_failed_reply(&peer, "merge", outcome);
+                    tracker.fail();
+                }
+                Ok(None) => {
+                    return Err(Error::InsufficientReplicas {
+                        live: tracker.reachable(),
+                        required: options.w,
+                    });
+                }
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        acks: tracker.acks(),
+                        required: options.w,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Hands the write to the first live home replica that answers.
+    async fn forward_write(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        supersedes: Supersedes,
+        options: &WriteOptions,
+        home: &[Peer],
+        deadline: Instant,
+    ) -> Result<WriteOutcome> {
+        let live: Vec<&Peer> = home.iter().filter(|p| p.is_live()).collect();
+        if options.w > live.len() {
+            return Err(Error::InsufficientReplicas {
+                live: live.len(),
+                required: options.w,
+            });
+        }
+        let supersedes = match supersedes {
+            Supersedes::Context(vv) => WireSupersedes::Context(vv),
+            Supersedes::Nothing => WireSupersedes::Nothing,
+            Supersedes::CurrentVersions => WireSupersedes::CurrentVersions,
+        };
+        for peer in live {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            if timeout.is_zero() {
+                break;
+            }
+            let request = PeerRequest::Write {
+                key: key.to_vec(),
+                value: value.clone(),
+                supersedes: supersedes.clone(),
+                w: options.w as u32,
+                r: options.r as u32,
+                timeout_ms: timeout.as_millis() as u64,
+                sync: options.sync,
+                sloppy: options.sloppy,
+            };
+            match self.peers.call(peer.cluster, request, timeout).await {
+                Ok(PeerResponse::Written {
+                    clock,
+                    acks,
+                    hinted,
+                }) => {
+                    return Ok(WriteOutcome {
+                        clock,
+                        acks,
+                        hinted,
+                    });
+                }
+                Ok(PeerResponse::Error { kind, message }) => {
+                    return Err(peer::from_wire(kind, message, &peer.id));
+                }
+                Ok(other) => {
+                    tracing::warn!(peer = %peer.id, ?other, "unexpected answer to a forwarded write")
+                }
+                // Unreachable: the next home replica may take it. A write that reached
+                // this one before the failure becomes a sibling at worst, never a loss.
+                Err(e) => tracing::warn!(peer = %peer.id, error = %e, "forwarding a write failed"),
+            }
+        }
+        if Instant::now() >= deadline {
+            Err(Error::Timeout {
+                acks: 0,
+                required: options.w,
+            })
+        } else {
+            Err(Error::InsufficientReplicas {
+                live: 0,
+                required: options.w,
+            })
+        }
+    }
+
+    /// Sends one request per peer, each in its own task (so stragglers finish after the
+    /// caller stops listening), and returns the channel their answers arrive on.
+    fn fan_out(
+        &self,
+        peers: &[Peer],
+        deadline: Instant,
+        request: impl Fn() -> PeerRequest,
+    ) -> mpsc::Receiver<(String, Result<PeerResponse>)> {
+        let (tx, rx) = mpsc::channel(peers.len().max(1));
+        for peer in peers.iter().filter(|p| !p.local) {
+            let (tx, client, request) = (tx.clone(), self.peers.clone(), request());
+            let (id, addr): (String, SocketAddr) = (peer.id.clone(), peer.cluster);
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            tokio::spawn(async move {
+                let outcome = client.call(addr, request, timeout).await;
+                let _ = tx.send((id, outcome)).await;
+            });
+        }
+        rx
+    }
+
+    /// Each home replica's own view of `key`, without a quorum (the admin endpoint).
+    pub async fn replica_reports(&self, key: &[u8]) -> Vec<ReplicaReport> {
+        let home = self.cluster.view().preference_list(key, self.quorum.n);
+        let reports = home.into_iter().map(|peer| async move {
+            let result = if peer.local {
+                self.replica.get(key).map_err(|e| e.to_string())
+            } else {
+                match self
+                    .peers
+                    .call(
+                        peer.cluster,
+                        PeerRequest::Read { key: key.to_vec() },
+                        REPORT_TIMEOUT,
+                    )
+                    .await
+                {
+                    Ok(PeerResponse::Read(clock)) => Ok(clock),
+                    Ok(PeerResponse::Error { message, .. }) => Err(message),
+                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    Err(_) if !peer.is_live() => Err("unreachable".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            ReplicaReport {
+                node: peer.id,
+                state: peer.state.as_str(),
+                result,
+            }
+        });
+        futures::future::join_all(reports).await
+    }
+}
+
+fn log_failed_reply(peer: &str, op: &str, outcome: Result<PeerResponse>) {
+    match outcome {
+        Ok(PeerResponse::Error { kind, message }) => {
+            tracing::warn!(%peer, op, ?kind, %message, "replica refused");
+        }
+        Ok(other) => tracing::warn!(%peer, op, ?other, "unexpected answer from a replica"),
+        Err(e) => tracing::debug!(%peer, op, error = %e, "replica did not answer"),
+    }
+}
+
+/// Runs a call on the local replica within `timeout`. Calls that may wait on the disk
+/// (`blocking`: fsync'ed writes) run on the blocking pool; the rest are short RocksDB
+/// point operations and run inline.
+async fn run_local<T: Send + 'static>(
+    blocking: bool,
+    timeout: Duration,
+    required: usize,
+    call: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if !blocking {
+        return call();
+    }
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(call)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(Error::Storage(format!("replica task failed: {join}"))),
+        Err(_) => Err(Error::Timeout { acks: 0, required }),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,118 @@
+//! The coordinator as seen from other nodes: serving their reads, merges and
+//! forwarded writes, and the mapping of errors to and from the wire.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+
+use super::{Coordinator, Supersedes, WriteOptions, run_local};
+use crate::error::Error;
+use crate::net::{PeerErrorKind, PeerHandler, PeerRequest, PeerResponse, WireSupersedes};
+
+/// Time a peer's merge or read may take here before it is abandoned.
+const LOCAL_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl PeerHandler for Coordinator {
+    fn handle<'a>(&'a self, from: &'a str, request: PeerRequest) -> BoxFuture<'a, PeerResponse> {
+        Box::pin(async move {
+            let result = match request {
+                PeerRequest::Read { key } => self.replica.get(&key).map(PeerResponse::Read),
+                PeerRequest::Merge { key, clock, sync } => {
+                    let replica = self.replica.clone();
+                    run_local(sync, LOCAL_CALL_TIMEOUT, 1, move || {
+                        replica.merge(&key, &clock, sync)
+                    })
+                    .await
+                    .map(|_| PeerResponse::Merged)
+                }
+                PeerRequest::Write {
+                    key,
+                    value,
+                    supersedes,
+                    w,
+                    r,
+                    timeout_ms,
+                    sync,
+                    sloppy,
+                } => {
+                    let n = self.quorum.n;
+                    if !(1..=n).contains(&(w as usize)) || !(1..=n).contains(&(r as usize)) {
+                        Err(Error::BadRequest(format!("w={w} r={r} outside 1..={n}")))
+                    } else {
+                        let timeout = Duration::from_millis(timeout_ms);
+                        let options = WriteOptions {
+                            w: w as usize,
+                            r: r as usize,
+                            timeout,
+                            sync,
+                            sloppy,
+                        };
+                        let supersedes = match supersedes {
+                            WireSupersedes::Context(vv) => Supersedes::Context(vv),
+                            WireSupersedes::Nothing => Supersedes::Nothing,
+                            WireSupersedes::CurrentVersions => Supersedes::CurrentVersions,
+                        };
+                        tracing::debug!(%from, "coordinating a forwarded write");
+                        self.write_here(&key, value, supersedes, &options, Instant::now() + timeout)
+                            .await
+                            .map(|o| PeerResponse::Written {
+                                clock: o.clock,
+                                acks: o.acks,
+                                hinted: o.hinted,
+                            })
+                    }
+                }
+            };
+            result.unwrap_or_else(|e| {
+                let (kind, message) = to_wire(&e);
+                PeerResponse::Error { kind, message }
+            })
+        })
+    }
+}
+
+/// An error as a peer reports it.
+pub(super) fn to_wire(e: &Error) -> (PeerErrorKind, String) {
+    let kind = match e {
+        Error::TooManySiblings { max } => PeerErrorKind::TooManySiblings { max: *max as u32 },
+        Error::InsufficientReplicas { live, required } => PeerErrorKind::InsufficientReplicas {
+            live: *live as u32,
+            required: *required as u32,
+        },
+        Error::Timeout { acks, required } => PeerErrorKind::Timeout {
+            acks: *acks as u32,
+            required: *required as u32,
+        },
+        Error::BadRequest(_)
+        | Error::KeyTooLong { .. }
+        | Error::ValueTooLarge { .. }
+        | Error::BadContext(_) => PeerErrorKind::BadRequest,
+        Error::ShuttingDown => PeerErrorKind::ShuttingDown,
+        Error::Peer { .. } | Error::Storage(_) | Error::Config(_) | Error::Io(_) => {
+            PeerErrorKind::Internal
+        }
+    };
+    (kind, e.to_string())
+}
+
+/// The error a peer reported, as this node's own.
+pub(super) fn from_wire(kind: PeerErrorKind, message: String, peer: &str) -> Error {
+    match kind {
+        PeerErrorKind::TooManySiblings { max } => Error::TooManySiblings { max: max as usize },
+        PeerErrorKind::InsufficientReplicas { live, required } => Error::InsufficientReplicas {
+            live: live as usize,
+            required: required as usize,
+        },
+        PeerErrorKind::Timeout { acks, required } => Error::Timeout {
+            acks: acks as usize,
+            required: required as usize,
+        },
+        PeerErrorKind::BadRequest => Error::BadRequest(message),
+        PeerErrorKind::ShuttingDown => Error::ShuttingDown,
+        PeerErrorKind::Internal => Error::Peer {
+            peer: peer.to_owned(),
+            reason: message,
+        },
+    }
+}

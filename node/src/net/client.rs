@@ -1,0 +1,181 @@
+//! The calling side of peer RPC: one HTTP/2 client for the whole node, which keeps one
+//! multiplexed connection per peer and reconnects when it breaks.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::message::{Envelope, MESSAGE_MAX_BYTES, PROTOCOL_VERSION, PeerRequest, PeerResponse};
+use super::{PEER_CALL_DURATION, PEER_CALLS, RPC_PATH, wire_config};
+use crate::{Error, Result};
+
+/// A peer that does not accept a TCP connection within this is unreachable; peers are
+/// on a LAN, where a connect takes well under a millisecond.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A connection with no calls for this long is closed; the next call reconnects.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pings on connections with calls in flight: a peer that vanished without a FIN (a
+/// partition, a frozen process) leaves a connection that would take every later call
+/// down with it until TCP gives up. An unanswered ping closes it, and the next call
+/// reconnects.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest refusal text read from a peer; a reason is a line, not a body.
+const REASON_MAX_BYTES: usize = 1024;
+
+/// Calls other nodes. Built once per node and cloned freely (clones share the
+/// connections): every call to one peer goes over one HTTP/2 connection.
+#[derive(Debug, Clone)]
+pub struct PeerClient {
+    /// This node's id, sent in every envelope.
+    local_id: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl PeerClient {
+    /// A client that introduces itself to peers as `local_id`. Opens no connection yet.
+    pub fn new(local_id: String) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            // Prior knowledge: one connection per peer, every call a stream on it.
+            .http2_only(true)
+            // Without a timer hyper sends no pings; without a pool timer idle
+            // connections never expire.
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            // Merges carry whole values: grow the windows past the 64 KiB default.
+            .http2_adaptive_window(true)
+            .build(connector);
+        Self { local_id, client }
+    }
+
+    /// Sends `request` to the node at `peer` and waits at most `timeout` for its answer.
+    ///
+    /// Every failure is an [`Error::Peer`] whose reason says what went wrong: unreachable,
+    /// timed out, refused with an HTTP status, or an undecodable answer. Whether the
+    /// peer acted on the request is then unknown. A [`PeerResponse::Error`] is a
+    /// successful call: the peer answered.
+    pub async fn call(
+        &self,
+        peer: SocketAddr,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse> {
+        let op = op_name(&request);
+        let started = Instant::now();
+        // hyper-util's client has no per-request timeout; dropping the call on timeout
+        // resets its stream, which tells the peer to stop working on it.
+        let (outcome, result) =
+            match tokio::time::timeout(timeout, self.exchange(peer, request)).await {
+                Ok(Ok(response)) => ("ok", Ok(response)),
+                Ok(Err(reason)) => ("error", Err(reason)),
+                Err(_) => (
+                    "timeout",
+                    Err(format!("timed out after {} ms", timeout.as_millis())),
+                ),
+            };
+        metrics::counter!(PEER_CALLS, "op" => op, "outcome" => outcome).increment(1);
+        metrics::histogram!(PEER_CALL_DURATION, "op" => op).record(started.elapsed().as_secs_f64());
+        result.map_err(|reason| {
+            tracing::debug!(%peer, op, %reason, "peer call failed");
+            Error::Peer {
+                peer: peer.to_string(),
+                reason,
+            }
+        })
+    }
+
+    /// One call without its timeout; the error is the reason for [`Error::Peer`].
+    async fn exchange(
+        &self,
+        peer: SocketAddr,
+        request: PeerRequest,
+    ) -> Result<PeerResponse, String> {
+        let envelope = Envelope {
+            version: PROTOCOL_VERSION,
+            from: self.local_id.clone(),
+            body: request,
+        };
+        let encoded = bincode::encode_to_vec(&envelope, wire_config())
+            .map_err(|e| format!("the request could not be encoded: {e}"))?;
+        // Refused here rather than sent and refused: the peer would read it all first.
+        if encoded.len() > MESSAGE_MAX_BYTES {
+            return Err(format!(
+                "the request is {} bytes, over the limit of {MESSAGE_MAX_BYTES}",
+                encoded.len()
+            ));
+        }
+        let http_request = Request::post(format!("http://{peer}{RPC_PATH}"))
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(Full::new(Bytes::from(encoded)))
+            .map_err(|e| format!("the request could not be built: {e}"))?;
+        let response = self.client.request(http_request).await.map_err(|e| {
+            if e.is_connect() {
+                format!("unreachable: {}", error_chain(&e))
+            } else {
+                format!("the call failed: {}", error_chain(&e))
+            }
+        })?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            // The peer's reason, if it sent one that is short and readable.
+            let reason = match Limited::new(response.into_body(), REASON_MAX_BYTES)
+                .collect()
+                .await
+            {
+                Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+                Err(_) => String::from("(no readable reason)"),
+            };
+            return Err(format!("answered HTTP {status}: {reason}"));
+        }
+        let body = Limited::new(response.into_body(), MESSAGE_MAX_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("the answer could not be read: {e}"))?
+            .to_bytes();
+        let (answer, used_bytes) =
+            bincode::decode_from_slice::<PeerResponse, _>(&body, wire_config())
+                .map_err(|e| format!("undecodable answer: {e}"))?;
+        if used_bytes != body.len() {
+            return Err(format!(
+                "undecodable answer: {} bytes after the message",
+                body.len() - used_bytes
+            ));
+        }
+        Ok(answer)
+    }
+}
+
+/// The `op` label of a request.
+fn op_name(request: &PeerRequest) -> &'static str {
+    match request {
+        PeerRequest::Read { .. } => "read",
+        PeerRequest::Merge { .. } => "merge",
+        PeerRequest::Write { .. } => "write",
+    }
+}
+
+/// An error and its causes on one line: hyper's own messages ("client error
+/// (Connect)") say little without the OS error underneath.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

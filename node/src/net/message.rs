@@ -1,0 +1,83 @@
+//! The peer protocol's messages: what one node asks of another, and the answers.
+//!
+//! Encoded with bincode 2 (native `Encode`/`Decode`) and always decoded with a size
+//! limit, since a peer's bytes are untrusted input. A new field or variant means a new
+//! [`PROTOCOL_VERSION`].
+
+use bincode::{Decode, Encode};
+
+use crate::version::{Clock, VersionVector};
+
+/// Version of the peer protocol; a peer speaking another one is refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest encoded message accepted: 64 siblings of the largest value plus room.
+pub const MESSAGE_MAX_BYTES: usize = 96 * 1024 * 1024;
+
+/// What a write supersedes, on the wire (see [`crate::coordinator::Supersedes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum WireSupersedes {
+    Context(VersionVector),
+    Nothing,
+    CurrentVersions,
+}
+
+/// A request from one node to another.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum PeerRequest {
+    /// The receiver's own replica of `key` (no quorum).
+    Read { key: Vec<u8> },
+    /// Fold `clock` into the receiver's replica of `key` (replication by a coordinator).
+    Merge {
+        key: Vec<u8>,
+        clock: Clock,
+        sync: bool,
+    },
+    /// Coordinate a client's write on the receiver, a home replica of `key` (sent by a
+    /// node outside the key's preference list).
+    Write {
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        supersedes: WireSupersedes,
+        w: u32,
+        r: u32,
+        timeout_ms: u64,
+        sync: bool,
+        sloppy: bool,
+    },
+}
+
+/// Why a peer could not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum PeerErrorKind {
+    TooManySiblings { max: u32 },
+    InsufficientReplicas { live: u32, required: u32 },
+    Timeout { acks: u32, required: u32 },
+    BadRequest,
+    ShuttingDown,
+    Internal,
+}
+
+/// A request's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum PeerResponse {
+    Read(Option<Clock>),
+    Merged,
+    Written {
+        clock: Clock,
+        acks: Vec<String>,
+        hinted: Vec<(String, String)>,
+    },
+    Error {
+        kind: PeerErrorKind,
+        message: String,
+    },
+}
+
+/// The envelope of every request: the protocol version and the sender's node id.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Envelope<T> {
+    pub version: u16,
+    pub from: String,
+    pub body: T,
+}
