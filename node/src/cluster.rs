@@ -100,7 +100,18 @@ impl View {
             .collect()
     }
 
-    fn peer(&self, id: &str) -> Option<Peer> {
+    /// Every member in the key's ring order: the first N are its home replicas, the
+    /// rest the stand-ins a sloppy quorum tries, in that order.
+    pub fn candidates(&self, key: &[u8]) -> Vec<Peer> {
+        self.ring
+            .candidates(Token::of(key))
+            .into_iter()
+            .filter_map(|id| self.peer(&id.0))
+            .collect()
+    }
+
+    /// The member `id` as a peer, if it is on the ring.
+    pub fn peer(&self, id: &str) -> Option<Peer> {
         self.members.get(id).map(|m| Peer {
             id: m.id.clone(),
             cluster: m.cluster,
@@ -119,6 +130,7 @@ impl View {
 pub struct Cluster {
     local: String,
     view: Arc<ArcSwap<View>>,
+    changes: tokio::sync::watch::Receiver<u64>,
     gossip: Gossip,
     follower: tokio::task::JoinHandle<()>,
 }
@@ -160,6 +172,7 @@ impl Cluster {
         let local = config.id.clone();
         let first = view_of(&local, vnodes, &members.borrow_and_update(), &known);
         let view = Arc::new(ArcSwap::from_pointee(first));
+        let (changed, changes) = tokio::sync::watch::channel(0u64);
         let follower = {
             let (view, local) = (view.clone(), local.clone());
             tokio::spawn(async move {
@@ -173,12 +186,14 @@ impl Cluster {
                         known = now_known;
                     }
                     view.store(Arc::new(next));
+                    changed.send_modify(|n| *n += 1);
                 }
             })
         };
         Ok(Self {
             local,
             view,
+            changes,
             gossip,
             follower,
         })
@@ -187,6 +202,11 @@ impl Cluster {
     /// The current view.
     pub fn view(&self) -> Arc<View> {
         self.view.load_full()
+    }
+
+    /// Ticks whenever the view changes (a member joined, or changed state).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.clone()
     }
 
     pub fn local_id(&self) -> &str {

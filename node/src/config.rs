@@ -88,6 +88,12 @@ pub struct NodeArgs {
     /// Keep writes for down replicas on stand-ins and hand them back (true|false).
     #[arg(long, env = "RINGKV_HINTED_HANDOFF", default_value_t = true, action = ArgAction::Set)]
     pub hinted_handoff: bool,
+    /// Hints older than this are dropped (the owner catches up by read repair), in seconds.
+    #[arg(long, env = "RINGKV_HINT_MAX_AGE_S", default_value_t = 3 * 3600)]
+    pub hint_max_age_s: u64,
+    /// Most bytes of hints a node keeps for others; past it, writes find other stand-ins.
+    #[arg(long, env = "RINGKV_HINT_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub hint_max_bytes: u64,
     /// Longest key, in bytes.
     #[arg(long, env = "RINGKV_MAX_KEY_BYTES", default_value_t = 1024)]
     pub max_key_bytes: usize,
@@ -128,6 +134,8 @@ pub struct Config {
     pub quorum: Quorum,
     pub vnodes: usize,
     pub hinted_handoff: bool,
+    pub hint_max_age: Duration,
+    pub hint_max_bytes: u64,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub max_siblings: usize,
@@ -208,6 +216,9 @@ impl Config {
                 )
             },
         )?;
+        check(args.hint_max_age_s >= 1, || {
+            "--hint-max-age-s must be at least 1".into()
+        })?;
         check(args.block_cache_mb >= 1, || {
             "--block-cache-mb must be at least 1".into()
         })?;
@@ -242,6 +253,8 @@ impl Config {
             quorum: Quorum { n, r, w },
             vnodes: args.vnodes,
             hinted_handoff: args.hinted_handoff,
+            hint_max_age: Duration::from_secs(args.hint_max_age_s),
+            hint_max_bytes: args.hint_max_bytes,
             max_key_bytes: args.max_key_bytes,
             max_value_bytes: args.max_value_bytes,
             max_siblings: args.max_siblings,

@@ -33,6 +33,10 @@ pub enum Error {
     /// The node is shutting down and takes no new requests.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// This node already keeps `--hint-max-bytes` of hints; the write should find
+    /// another stand-in.
+    #[error("hints are full ({max_bytes} bytes)")]
+    HintsFull { max_bytes: u64 },
     /// A call to another node failed (unreachable, timed out, or answered garbage); the
     /// operation may or may not have happened there.
     #[error("peer {peer}: {reason}")]

@@ -20,6 +20,7 @@ pub mod config;
 pub mod coordinator;
 pub mod dev;
 pub mod error;
+pub mod handoff;
 pub mod metrics;
 pub mod net;
 pub mod node;

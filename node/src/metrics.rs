@@ -53,6 +53,26 @@ fn describe() {
         CORRUPT_RECORDS,
         "Stored records that failed their integrity check."
     );
+    metrics::describe_gauge!(HINTS_PENDING, "Hints kept for other nodes.");
+    metrics::describe_gauge!(
+        HINTS_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of hints kept for other nodes."
+    );
+    metrics::describe_counter!(HINTS_STORED, "Writes stored or merged as hints.");
+    metrics::describe_counter!(
+        HINTS_DELIVERED,
+        "Hints acknowledged by their owner and deleted."
+    );
+    metrics::describe_counter!(HINTS_EXPIRED, "Hints dropped for age.");
+    metrics::describe_counter!(
+        HINTS_REFUSED,
+        "Hints refused because the hint store was full."
+    );
+    metrics::describe_counter!(
+        HINTS_CORRUPT,
+        "Hint records that failed their check and were deleted."
+    );
 }
 
 /// Folds recorded histogram samples into their buckets; keeps memory flat.
@@ -71,3 +91,33 @@ pub fn http_request(op: &'static str, status: http::StatusCode, elapsed: Duratio
 pub fn corrupt_record() {
     metrics::counter!(CORRUPT_RECORDS).increment(1);
 }
+
+/// Read repairs sent to a stale or missing replica.
+pub const READ_REPAIRS: &str = "ringkv_read_repairs_total";
+/// Reads whose repair was skipped because too many repairs were already running.
+pub const READ_REPAIRS_SKIPPED: &str = "ringkv_read_repairs_skipped_total";
+
+/// Counts one repair sent.
+pub fn read_repair() {
+    metrics::counter!(READ_REPAIRS).increment(1);
+}
+
+/// Counts a repair skipped for lack of capacity.
+pub fn read_repair_skipped() {
+    metrics::counter!(READ_REPAIRS_SKIPPED).increment(1);
+}
+
+/// Hints kept for other nodes (gauge, all owners).
+pub const HINTS_PENDING: &str = "ringkv_hints_pending";
+/// Bytes of hints kept, storage keys plus records (gauge).
+pub const HINTS_BYTES: &str = "ringkv_hints_bytes";
+/// Writes stored as hints, or merged into one.
+pub const HINTS_STORED: &str = "ringkv_hints_stored_total";
+/// Hints the owner acknowledged and that were deleted.
+pub const HINTS_DELIVERED: &str = "ringkv_hints_delivered_total";
+/// Hints dropped for being older than `--hint-max-age-s`.
+pub const HINTS_EXPIRED: &str = "ringkv_hints_expired_total";
+/// Hints refused because the store held `--hint-max-bytes`.
+pub const HINTS_REFUSED: &str = "ringkv_hints_refused_total";
+/// Hint records that failed their check (cannot be handed off) and were deleted.
+pub const HINTS_CORRUPT: &str = "ringkv_hints_corrupt_total";

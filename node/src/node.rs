@@ -23,6 +23,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
+use crate::handoff::{self, HandoffOptions, HintLimits, HintStore};
 use crate::metrics;
 use crate::net::{self, PeerClient};
 use crate::replica::Replica;
@@ -41,6 +42,8 @@ pub struct Node {
     http_server: JoinHandle<()>,
     stop_peer: watch::Sender<bool>,
     peer_server: JoinHandle<()>,
+    stop_handoff: watch::Sender<bool>,
+    handoff: JoinHandle<()>,
     upkeep: JoinHandle<()>,
 }
 
@@ -66,14 +69,36 @@ impl Node {
         let peer_listener = TcpListener::bind(config.cluster).await.map_err(|e| {
             Error::Config(format!("--cluster {}: cannot listen: {e}", config.cluster))
         })?;
+        let backend_for_hints = backend.clone();
         let cluster = Arc::new(Cluster::start(&config, backend).await?);
         let peers = Arc::new(PeerClient::new(config.id.clone()));
+        let limits = HintLimits {
+            max_age: config.hint_max_age,
+            max_bytes: config.hint_max_bytes,
+        };
+        let hint_backend = backend_for_hints;
+        let hints = Arc::new(
+            tokio::task::spawn_blocking(move || HintStore::open(hint_backend, limits))
+                .await
+                .map_err(|e| Error::Storage(format!("opening the hints: {e}")))??,
+        );
         let coordinator = Arc::new(Coordinator::new(
             replica.clone(),
             config.quorum,
             cluster.clone(),
-            peers,
+            peers.clone(),
+            hints.clone(),
+            config.hinted_handoff,
         ));
+        let (stop_handoff, handoff_stopped) = watch::channel(false);
+        // Hints already kept are handed off even if this node no longer takes new ones.
+        let handoff = handoff::spawn_replay(
+            hints,
+            cluster.clone(),
+            peers,
+            HandoffOptions::default(),
+            handoff_stopped,
+        );
         let (stop_peer, peer_stopped) = watch::channel(false);
         let peer_server =
             tokio::spawn(net::serve(peer_listener, coordinator.clone(), peer_stopped));
@@ -110,6 +135,8 @@ impl Node {
             http_server,
             stop_peer,
             peer_server,
+            stop_handoff,
+            handoff,
             upkeep,
         })
     }
@@ -124,6 +151,10 @@ impl Node {
         let _ = self.stop_http.send(true);
         if let Err(e) = self.http_server.await {
             tracing::error!(error = %e, "the HTTP server task failed");
+        }
+        let _ = self.stop_handoff.send(true);
+        if let Err(e) = self.handoff.await {
+            tracing::error!(error = %e, "the handoff task failed");
         }
         self.cluster.leave().await;
         let _ = self.stop_peer.send(true);

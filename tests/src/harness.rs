@@ -278,6 +278,12 @@ impl NodeProcess {
         &self.opts
     }
 
+    /// Replaces the `--join` seeds used by the next [`Self::restart`], e.g. with the
+    /// nodes still running, so that a node started first (with no seeds) rejoins.
+    pub fn set_join(&mut self, seeds: impl IntoIterator<Item = SocketAddr>) {
+        self.opts.join = seeds.into_iter().collect();
+    }
+
     /// The `--http` address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr

@@ -54,7 +54,9 @@ pub fn cluster(state: &ApiState) -> Response<Body> {
                 },
             })
             .collect(),
-        hints: HintsBody::default(),
+        hints: HintsBody {
+            pending: state.coordinator.hints_pending(),
+        },
     };
     reply::json(StatusCode::OK, &body)
 }

@@ -15,21 +15,33 @@
 //! background (their tasks own what they need), so a slow replica never delays the
 //! client and still gets the write.
 //!
-//! Caveats: only live home replicas are written (stand-ins and hints come with sloppy
-//! quorum); a read asks every live home replica, not just `r` of them.
+//! Sloppy quorum: a home replica that gossip reports down, or that fails to answer, is
+//! replaced by the next live node past the home replicas in the key's ring order; that
+//! stand-in keeps the write as a hint for the owner (see [`crate::handoff`]) and its
+//! acknowledgement counts toward `w` unless the request says `sloppy=false` or the node
+//! runs with `--hinted-handoff false`.
+//!
+//! Read repair: once a read has its `r` replies, a background task waits briefly for
+//! the other replicas and sends the merged version to every one that answered stale or
+//! missing. It never delays the reply, and at most a bounded number run at once.
+//!
+//! Caveats: reads count home replicas only (a stand-in holds hints, not a replica); a
+//! read asks every live home replica, not just `r` of them.
 
 mod peer;
 pub mod quorum;
 
-use std::net::SocketAddr;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, Peer};
 use crate::error::{Error, Result};
+use crate::handoff::HintStore;
+use crate::metrics;
 use crate::net::{PeerClient, PeerRequest, PeerResponse, WireSupersedes};
 use crate::replica::Replica;
 use crate::version::{Clock, VersionVector, Versioned};
@@ -102,10 +114,28 @@ pub struct Coordinator {
     quorum: Quorum,
     cluster: Arc<Cluster>,
     peers: Arc<PeerClient>,
+    hints: Arc<HintStore>,
+    hinted_handoff: bool,
+    /// Bounds the read repairs running at once; a read whose repair finds no permit
+    /// skips it (counted) rather than queueing work behind foreground requests.
+    repair_permits: Arc<Semaphore>,
 }
 
 /// How long the admin view waits for each replica.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most read repairs in flight at once.
+const REPAIRS_IN_FLIGHT_MAX: usize = 256;
+/// Longest a read repair waits for the replicas that had not answered the read.
+const REPAIR_WAIT: Duration = Duration::from_secs(2);
+
+/// Where a write's copy went.
+#[derive(Debug, Clone)]
+enum Target {
+    /// A home replica, by id.
+    Home(String),
+    /// A stand-in keeping a hint for a home replica.
+    Standin { owner: String, standin: String },
+}
 
 impl Coordinator {
     pub fn new(
@@ -113,6 +143,8 @@ impl Coordinator {
         quorum: Quorum,
         cluster: Arc<Cluster>,
         peers: Arc<PeerClient>,
+        hints: Arc<HintStore>,
+        hinted_handoff: bool,
     ) -> Self {
         Self {
             node_id: cluster.local_id().to_owned(),
@@ -120,6 +152,9 @@ impl Coordinator {
             quorum,
             cluster,
             peers,
+            hints,
+            hinted_handoff,
+            repair_permits: Arc::new(Semaphore::new(REPAIRS_IN_FLIGHT_MAX)),
         }
     }
 
@@ -136,6 +171,11 @@ impl Coordinator {
         self.cluster.view().members_alive()
     }
 
+    /// Hints this node keeps for others, per intended owner.
+    pub fn hints_pending(&self) -> std::collections::BTreeMap<String, u64> {
+        self.hints.pending()
+    }
+
     /// The key's home replicas, in preference order.
     pub fn preference_list(&self, key: &[u8]) -> Vec<String> {
         self.cluster
@@ -147,7 +187,7 @@ impl Coordinator {
     }
 
     /// Reads `key` at quorum `r`: the merged clock of the replies, `None` if no replica
-    /// that answered knows the key.
+    /// that answered knows the key. Replicas found stale are repaired in the background.
     pub async fn get(&self, key: &[u8], options: &ReadOptions) -> Result<Option<Clock>> {
         let deadline = Instant::now() + options.timeout;
         let live: Vec<Peer> = self
@@ -164,19 +204,11 @@ impl Coordinator {
             });
         }
         let mut tracker = Tracker::new(options.r, live.len());
-        let mut merged: Option<Clock> = None;
-        let fold = |merged: &mut Option<Clock>, clock: Option<Clock>| {
-            if let Some(c) = clock {
-                *merged = Some(match merged.take() {
-                    Some(m) => m.sync(&c),
-                    None => c,
-                });
-            }
-        };
+        let mut answers: Vec<(String, Option<Clock>)> = Vec::with_capacity(live.len());
         if live.iter().any(|p| p.local) {
             match self.replica.get(key) {
                 Ok(clock) => {
-                    fold(&mut merged, clock);
+                    answers.push((self.node_id.clone(), clock));
                     tracker.ok();
                 }
                 Err(e) => {
@@ -186,12 +218,17 @@ impl Coordinator {
             }
         }
         if tracker.progress() == Progress::Done {
-            return Ok(merged);
+            return Ok(merge_answers(&answers));
         }
-        let mut replies = self.fan_out(&live, deadline, || PeerRequest::Read { key: key.to_vec() });
+        let mut replies =
+            self.fan_out(&live, deadline, |_| PeerRequest::Read { key: key.to_vec() });
         loop {
             match tracker.progress() {
-                Progress::Done => return Ok(merged),
+                Progress::Done => {
+                    let merged = merge_answers(&answers);
+                    self.spawn_read_repair(key, live, answers, tracker.reachable(), replies);
+                    return Ok(merged);
+                }
                 Progress::Failed => {
                     return Err(Error::InsufficientReplicas {
                         live: tracker.reachable(),
@@ -201,8 +238,8 @@ impl Coordinator {
                 Progress::Waiting => {}
             }
             match tokio::time::timeout_at(deadline, replies.recv()).await {
-                Ok(Some((_, Ok(PeerResponse::Read(clock))))) => {
-                    fold(&mut merged, clock);
+                Ok(Some((peer, Ok(PeerResponse::Read(clock))))) => {
+                    answers.push((peer, clock));
                     tracker.ok();
                 }
                 Ok(Some((peer, outcome))) => {
@@ -225,6 +262,63 @@ impl Coordinator {
         }
     }
 
+    /// After a read answered: waits (briefly) for the replicas that had not replied,
+    /// then sends the merged version to every replica that answered stale or missing.
+    fn spawn_read_repair(
+        &self,
+        key: &[u8],
+        live: Vec<Peer>,
+        mut answers: Vec<(String, Option<Clock>)>,
+        expected: usize,
+        mut replies: mpsc::Receiver<(String, Result<PeerResponse>)>,
+    ) {
+        let Ok(permit) = self.repair_permits.clone().try_acquire_owned() else {
+            metrics::read_repair_skipped();
+            return;
+        };
+        let (key, replica, peers, local) = (
+            key.to_vec(),
+            self.replica.clone(),
+            self.peers.clone(),
+            self.node_id.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = permit;
+            let until = Instant::now() + REPAIR_WAIT;
+            let mut failed = 0;
+            while answers.len() + failed < expected {
+                match tokio::time::timeout_at(until, replies.recv()).await {
+                    Ok(Some((peer, Ok(PeerResponse::Read(clock))))) => answers.push((peer, clock)),
+                    Ok(Some(_)) => failed += 1,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let Some(merged) = merge_answers(&answers) else {
+                return;
+            };
+            for (id, clock) in answers {
+                if clock.as_ref() == Some(&merged) {
+                    continue;
+                }
+                metrics::read_repair();
+                if id == local {
+                    if let Err(e) = replica.merge(&key, &merged, false) {
+                        tracing::warn!(error = %e, "local read repair failed");
+                    }
+                } else if let Some(peer) = live.iter().find(|p| p.id == id) {
+                    let request = PeerRequest::Merge {
+                        key: key.clone(),
+                        clock: merged.clone(),
+                        sync: false,
+                    };
+                    if let Err(e) = peers.call(peer.cluster, request, REPAIR_WAIT).await {
+                        tracing::debug!(peer = %id, error = %e, "read repair did not reach the replica");
+                    }
+                }
+            }
+        });
+    }
+
     /// Writes `value` (a tombstone for a delete) at quorum `w`.
     pub async fn write(
         &self,
@@ -244,8 +338,10 @@ impl Coordinator {
         }
     }
 
-    /// Coordinates a write on this node: makes the dot, stores it, replicates it to the
-    /// other live home replicas and waits for `w` acknowledgements (this one included).
+    /// Coordinates a write on this node: makes the dot, stores it, sends it to the
+    /// other home replicas and waits for `w` acknowledgements (this one included).
+    /// With a sloppy quorum, a home replica that is down or fails is replaced by the
+    /// next live stand-in past the home replicas, which keeps the write as a hint.
     async fn write_here(
         &self,
         key: &[u8],
@@ -254,17 +350,22 @@ impl Coordinator {
         options: &WriteOptions,
         deadline: Instant,
     ) -> Result<WriteOutcome> {
-        let others: Vec<Peer> = self
-            .cluster
-            .view()
-            .preference_list(key, self.quorum.n)
-            .into_iter()
-            .filter(|p| !p.local && p.is_live())
-            .collect();
-        let live = others.len() + 1;
-        if options.w > live {
+        let candidates = self.cluster.view().candidates(key);
+        let home_count = self.quorum.n.min(candidates.len());
+        let (home, rest) = candidates.split_at(home_count);
+        let others: Vec<&Peer> = home.iter().filter(|p| !p.local).collect();
+        let sloppy = options.sloppy && self.hinted_handoff;
+        let mut standins: VecDeque<&Peer> = if sloppy {
+            rest.iter().filter(|p| p.is_live() && !p.local).collect()
+        } else {
+            VecDeque::new()
+        };
+        let live_home = 1 + others.iter().filter(|p| p.is_live()).count();
+        let down_home = others.len() + 1 - live_home;
+        let reachable = live_home + down_home.min(standins.len());
+        if options.w > reachable {
             return Err(Error::InsufficientReplicas {
-                live,
+                live: reachable,
                 required: options.w,
             });
         }
@@ -297,21 +398,40 @@ impl Coordinator {
         })
         .await?;
 
-        let mut tracker = Tracker::new(options.w, live);
+        let mut tracker = Tracker::new(options.w, reachable);
         let mut acks = vec![self.node_id.clone()];
+        let mut hinted = Vec::new();
         tracker.ok();
-        let mut replies = self.fan_out(&others, deadline, || PeerRequest::Merge {
+        let (tx, mut replies) = mpsc::channel(candidates.len().max(1));
+        let merge = || PeerRequest::Merge {
             key: key.to_vec(),
             clock: clock.clone(),
             sync,
-        });
+        };
+        let hint = |owner: &str| PeerRequest::Hint {
+            owner: owner.to_owned(),
+            key: key.to_vec(),
+            clock: clock.clone(),
+            sync,
+        };
+        for peer in &others {
+            if peer.is_live() {
+                self.spawn_call(peer, merge(), deadline, Target::Home(peer.id.clone()), &tx);
+            } else if let Some(standin) = standins.pop_front() {
+                let target = Target::Standin {
+                    owner: peer.id.clone(),
+                    standin: standin.id.clone(),
+                };
+                self.spawn_call(standin, hint(&peer.id), deadline, target, &tx);
+            }
+        }
         loop {
             match tracker.progress() {
                 Progress::Done => {
                     return Ok(WriteOutcome {
                         clock,
                         acks,
-                        hinted: Vec::new(),
+                        hinted,
                     });
                 }
                 Progress::Failed => {
@@ -322,15 +442,8 @@ impl Coordinator {
                 }
                 Progress::Waiting => {}
             }
-            match tokio::time::timeout_at(deadline, replies.recv()).await {
-                Ok(Some((peer, Ok(PeerResponse::Merged)))) => {
-                    acks.push(peer);
-                    tracker.ok();
-                }
-                Ok(Some((peer, outcome))) => {
-                    log_failed_reply(&peer, "merge", outcome);
-                    tracker.fail();
-                }
+            let (target, outcome) = match tokio::time::timeout_at(deadline, replies.recv()).await {
+                Ok(Some(reply)) => reply,
                 Ok(None) => {
                     return Err(Error::InsufficientReplicas {
                         live: tracker.reachable(),
@@ -342,6 +455,42 @@ impl Coordinator {
                         acks: tracker.acks(),
                         required: options.w,
                     });
+                }
+            };
+            match (target, outcome) {
+                (Target::Home(id), Ok(PeerResponse::Merged)) => {
+                    acks.push(id);
+                    tracker.ok();
+                }
+                (Target::Standin { owner, standin }, Ok(PeerResponse::Hinted)) => {
+                    acks.push(standin.clone());
+                    hinted.push((owner, standin));
+                    tracker.ok();
+                }
+                (target, outcome) => {
+                    let owner = match target {
+                        Target::Home(id) => {
+                            log_failed_reply(&id, "merge", outcome);
+                            id
+                        }
+                        Target::Standin { owner, standin } => {
+                            log_failed_reply(&standin, "hint", outcome);
+                            owner
+                        }
+                    };
+                    // The replica that failed is replaced by the next stand-in, if any.
+                    match standins.pop_front() {
+                        Some(standin) => {
+                            let next = Target::Standin {
+                                owner: owner.clone(),
+                                standin: standin.id.clone(),
+                            };
+                            self.spawn_call(standin, hint(&owner), deadline, next, &tx);
+                        }
+                        None => {
+                            tracker.fail();
+                        }
+                    }
                 }
             }
         }
@@ -426,19 +575,30 @@ impl Coordinator {
         &self,
         peers: &[Peer],
         deadline: Instant,
-        request: impl Fn() -> PeerRequest,
+        request: impl Fn(&Peer) -> PeerRequest,
     ) -> mpsc::Receiver<(String, Result<PeerResponse>)> {
         let (tx, rx) = mpsc::channel(peers.len().max(1));
         for peer in peers.iter().filter(|p| !p.local) {
-            let (tx, client, request) = (tx.clone(), self.peers.clone(), request());
-            let (id, addr): (String, SocketAddr) = (peer.id.clone(), peer.cluster);
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            tokio::spawn(async move {
-                let outcome = client.call(addr, request, timeout).await;
-                let _ = tx.send((id, outcome)).await;
-            });
+            self.spawn_call(peer, request(peer), deadline, peer.id.clone(), &tx);
         }
         rx
+    }
+
+    /// Calls `peer` in a task of its own and sends `(tag, outcome)` on `tx`.
+    fn spawn_call<T: Send + 'static>(
+        &self,
+        peer: &Peer,
+        request: PeerRequest,
+        deadline: Instant,
+        tag: T,
+        tx: &mpsc::Sender<(T, Result<PeerResponse>)>,
+    ) {
+        let (tx, client, addr) = (tx.clone(), self.peers.clone(), peer.cluster);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        tokio::spawn(async move {
+            let outcome = client.call(addr, request, timeout).await;
+            let _ = tx.send((tag, outcome)).await;
+        });
     }
 
     /// Each home replica's own view of `key`, without a quorum (the admin endpoint).
@@ -472,6 +632,19 @@ impl Coordinator {
         });
         futures::future::join_all(reports).await
     }
+}
+
+/// The merge of every clock the replicas answered, `None` if none knew the key.
+fn merge_answers(answers: &[(String, Option<Clock>)]) -> Option<Clock> {
+    answers
+        .iter()
+        .filter_map(|(_, c)| c.as_ref())
+        .fold(None, |merged, c| {
+            Some(match merged {
+                Some(m) => c.sync(&m),
+                None => c.clone(),
+            })
+        })
 }
 
 fn log_failed_reply(peer: &str, op: &str, outcome: Result<PeerResponse>) {

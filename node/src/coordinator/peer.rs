@@ -26,6 +26,25 @@ impl PeerHandler for Coordinator {
                     .await
                     .map(|_| PeerResponse::Merged)
                 }
+                PeerRequest::Hint {
+                    owner,
+                    key,
+                    clock,
+                    sync,
+                } => {
+                    if !self.hinted_handoff {
+                        Err(Error::BadRequest(
+                            "this node runs with --hinted-handoff false".into(),
+                        ))
+                    } else {
+                        let hints = self.hints.clone();
+                        run_local(sync, LOCAL_CALL_TIMEOUT, 1, move || {
+                            hints.add(&owner, &key, &clock, sync)
+                        })
+                        .await
+                        .map(|_| PeerResponse::Hinted)
+                    }
+                }
                 PeerRequest::Write {
                     key,
                     value,
@@ -89,9 +108,11 @@ pub(super) fn to_wire(e: &Error) -> (PeerErrorKind, String) {
         | Error::ValueTooLarge { .. }
         | Error::BadContext(_) => PeerErrorKind::BadRequest,
         Error::ShuttingDown => PeerErrorKind::ShuttingDown,
-        Error::Peer { .. } | Error::Storage(_) | Error::Config(_) | Error::Io(_) => {
-            PeerErrorKind::Internal
-        }
+        Error::Peer { .. }
+        | Error::HintsFull { .. }
+        | Error::Storage(_)
+        | Error::Config(_)
+        | Error::Io(_) => PeerErrorKind::Internal,
     };
     (kind, e.to_string())
 }

@@ -163,6 +163,7 @@ fn op_name(request: &PeerRequest) -> &'static str {
     match request {
         PeerRequest::Read { .. } => "read",
         PeerRequest::Merge { .. } => "merge",
+        PeerRequest::Hint { .. } => "hint",
         PeerRequest::Write { .. } => "write",
     }
 }

@@ -33,6 +33,15 @@ pub enum PeerRequest {
         clock: Clock,
         sync: bool,
     },
+    /// Keep `clock` for `owner`, a home replica of `key` that is down or did not
+    /// answer: the receiver is a stand-in and stores it as a hint, never as its own
+    /// replica, until it can hand it to `owner`.
+    Hint {
+        owner: String,
+        key: Vec<u8>,
+        clock: Clock,
+        sync: bool,
+    },
     /// Coordinate a client's write on the receiver, a home replica of `key` (sent by a
     /// node outside the key's preference list).
     Write {
@@ -63,6 +72,7 @@ pub enum PeerErrorKind {
 pub enum PeerResponse {
     Read(Option<Clock>),
     Merged,
+    Hinted,
     Written {
         clock: Clock,
         acks: Vec<String>,

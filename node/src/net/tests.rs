@@ -72,6 +72,7 @@ fn answer_for(from: &str, request: PeerRequest) -> PeerResponse {
     match request {
         PeerRequest::Read { key } => PeerResponse::Read(Some(clock_of(key))),
         PeerRequest::Merge { .. } => PeerResponse::Merged,
+        PeerRequest::Hint { .. } => PeerResponse::Hinted,
         PeerRequest::Write {
             key, value: None, ..
         } => PeerResponse::Error {
@@ -94,6 +95,7 @@ fn key_of(request: &PeerRequest) -> &[u8] {
     match request {
         PeerRequest::Read { key }
         | PeerRequest::Merge { key, .. }
+        | PeerRequest::Hint { key, .. }
         | PeerRequest::Write { key, .. } => key,
     }
 }
