@@ -71,7 +71,9 @@ impl Node {
         })?;
         let backend_for_hints = backend.clone();
         let cluster = Arc::new(Cluster::start(&config, backend).await?);
-        let peers = Arc::new(PeerClient::new(config.id.clone()));
+        // Peer connections leave from the cluster address when it is a specific one.
+        let local_ip = Some(config.cluster.ip()).filter(|ip| !ip.is_unspecified());
+        let peers = Arc::new(PeerClient::with_local_ip(config.id.clone(), local_ip));
         let limits = HintLimits {
             max_age: config.hint_max_age,
             max_bytes: config.hint_max_bytes,

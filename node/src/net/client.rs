@@ -42,7 +42,15 @@ pub struct PeerClient {
 impl PeerClient {
     /// A client that introduces itself to peers as `local_id`. Opens no connection yet.
     pub fn new(local_id: String) -> Self {
+        Self::with_local_ip(local_id, None)
+    }
+
+    /// Like [`PeerClient::new`], with connections made from `local_ip` (the address
+    /// the node's cluster port is bound to), so that peers, firewalls and fault
+    /// injection see each node's traffic come from its own address.
+    pub fn with_local_ip(local_id: String, local_ip: Option<std::net::IpAddr>) -> Self {
         let mut connector = HttpConnector::new();
+        connector.set_local_address(local_ip);
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let client = Client::builder(TokioExecutor::new())
