@@ -948,3 +948,53 @@ async fn long_outage_hands_off_every_write() {
         latency_summary(&samples, replay_start, replay_end),
     );
 }
+
+/// A write that lands on a node outside the key's preference list succeeds at w=2
+/// with two of its three home replicas down: the forwarder needs only one live home
+/// replica to coordinate, which makes up W with a stand-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_write_uses_stand_ins_when_most_home_replicas_are_down() {
+    let mut cluster = start_cluster(5, (3, 2, 2), |o| o).await;
+    let api = cluster.node(1).api();
+    let mut found = None;
+    for i in 0..200 {
+        let key = format!("forwarded-{i}").into_bytes();
+        let home = api.replicas(&key).await.preference_list;
+        if !home.iter().any(|id| id == "n1") {
+            found = Some((key, home));
+            break;
+        }
+    }
+    let (key, home) = found.expect("some key among 200 has a preference list without n1");
+    for owner in &home[1..] {
+        kill_and_wait_down(&mut cluster, owner).await;
+    }
+    let put = cluster
+        .node(1)
+        .api()
+        .put_with(&key, "two of three down", None, "w=2")
+        .await;
+    let what = format!(
+        "PUT w=2 through n1 (not home) with {} and {} of {home:?} down",
+        home[1], home[2]
+    );
+    assert_eq!(
+        put.status, 204,
+        "{what} should succeed through a stand-in: {put}"
+    );
+    let stand_ins = hinted(&put);
+    assert!(
+        !stand_ins.is_empty(),
+        "{what} answered without X-Ringkv-Hinted: {put}"
+    );
+    for (owner, standin) in &stand_ins {
+        assert!(
+            home[1..].contains(owner),
+            "{what}: hint for {owner}, which is not a down home replica"
+        );
+        assert!(
+            !home.contains(standin),
+            "{what}: stand-in {standin} is a home replica"
+        );
+    }
+}

@@ -57,6 +57,9 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Show the cluster's members, quorum defaults and pending hints.
     Status,
+    /// Check every given node's /health; exit 0 only if all answer ok (for health
+    /// checks, e.g. in a container image without curl).
+    Health,
     // `bench` joins here as its own module.
 }
 
@@ -137,6 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get(args) => kv::get(&client, args).await,
         Command::Delete(args) => kv::delete(&client, args).await,
         Command::Status => status::status(&client).await,
+        Command::Health => status::health(&client).await,
     }
 }
 

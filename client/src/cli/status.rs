@@ -11,6 +11,32 @@ pub async fn status(client: &Client) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Asks each node for `/health`; prints one line per node and fails if any did
+/// not answer ok.
+pub async fn health(client: &Client) -> anyhow::Result<ExitCode> {
+    let mut all_ok = true;
+    for node in client.nodes() {
+        match client.health(node).await {
+            Ok(h) if h.status == "ok" => {
+                println!("{node}: ok ({}, {} members alive)", h.node, h.members_alive)
+            }
+            Ok(h) => {
+                all_ok = false;
+                println!("{node}: {}", h.status);
+            }
+            Err(e) => {
+                all_ok = false;
+                println!("{node}: {e}");
+            }
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// The status report: quorum defaults, a members table with aligned columns
 /// (sorted by id), and pending hints per intended owner.
 fn render(cluster: &ClusterBody) -> String {
