@@ -230,10 +230,7 @@ impl Coordinator {
                     return Ok(merged);
                 }
                 Progress::Failed => {
-                    return Err(Error::InsufficientReplicas {
-                        live: tracker.reachable(),
-                        required: options.r,
-                    });
+                    return Err(tracker.insufficient());
                 }
                 Progress::Waiting => {}
             }
@@ -247,16 +244,10 @@ impl Coordinator {
                     tracker.fail();
                 }
                 Ok(None) => {
-                    return Err(Error::InsufficientReplicas {
-                        live: tracker.reachable(),
-                        required: options.r,
-                    });
+                    return Err(tracker.insufficient());
                 }
                 Err(_) => {
-                    return Err(Error::Timeout {
-                        acks: tracker.acks(),
-                        required: options.r,
-                    });
+                    return Err(tracker.timed_out());
                 }
             }
         }
@@ -435,26 +426,17 @@ impl Coordinator {
                     });
                 }
                 Progress::Failed => {
-                    return Err(Error::InsufficientReplicas {
-                        live: tracker.reachable(),
-                        required: options.w,
-                    });
+                    return Err(tracker.insufficient());
                 }
                 Progress::Waiting => {}
             }
             let (target, outcome) = match tokio::time::timeout_at(deadline, replies.recv()).await {
                 Ok(Some(reply)) => reply,
                 Ok(None) => {
-                    return Err(Error::InsufficientReplicas {
-                        live: tracker.reachable(),
-                        required: options.w,
-                    });
+                    return Err(tracker.insufficient());
                 }
                 Err(_) => {
-                    return Err(Error::Timeout {
-                        acks: tracker.acks(),
-                        required: options.w,
-                    });
+                    return Err(tracker.timed_out());
                 }
             };
             match (target, outcome) {

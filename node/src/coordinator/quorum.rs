@@ -2,6 +2,8 @@
 //! replica's outcome; it says whether the request is done, can no longer succeed, or
 //! must wait. No IO and no clocks, so every case is a unit test.
 
+use crate::error::Error;
+
 /// Where a quorum stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
@@ -69,6 +71,22 @@ impl Tracker {
     /// Replicas that have not failed (answered or still pending).
     pub fn reachable(&self) -> usize {
         self.asked - self.failed
+    }
+
+    /// The error for a quorum that became unreachable.
+    pub fn insufficient(&self) -> Error {
+        Error::InsufficientReplicas {
+            live: self.reachable(),
+            required: self.required,
+        }
+    }
+
+    /// The error for a quorum not reached before the deadline.
+    pub fn timed_out(&self) -> Error {
+        Error::Timeout {
+            acks: self.ok,
+            required: self.required,
+        }
     }
 }
 
