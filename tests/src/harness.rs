@@ -8,6 +8,11 @@
 //! SIGKILL; if the thread is panicking (a failed test), the directory is kept and
 //! its path and the log's tail are printed.
 //!
+//! A node binds `--http` and `--cluster` on 127.0.0.1 unless
+//! [`NodeOptions::bind_ip`] names another loopback address, as the network-fault
+//! tests do so that each node's traffic carries its own address (see
+//! [`crate::netfault`]).
+//!
 //! Caveats: free ports are found by binding port 0 and releasing it, so another
 //! process may take one before the node binds it; a first start that fails with
 //! "address in use" is retried on fresh ports (a restart is not: it must keep its
@@ -18,7 +23,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -82,11 +87,16 @@ static PORTS_TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 /// A port on 127.0.0.1 that is free now for TCP (and for UDP too if `udp`), and that
 /// this process has not handed out before. The port is released before returning.
 pub fn free_port(udp: bool) -> anyhow::Result<u16> {
+    free_port_on(Ipv4Addr::LOCALHOST, udp)
+}
+
+/// [`free_port`] on `ip`. Ports are unique per process across all addresses.
+pub fn free_port_on(ip: Ipv4Addr, udp: bool) -> anyhow::Result<u16> {
     const TRIES_MAX: usize = 200;
     for _ in 0..TRIES_MAX {
-        let tcp = TcpListener::bind("127.0.0.1:0")?;
+        let tcp = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
         let port = tcp.local_addr()?.port();
-        if udp && UdpSocket::bind(("127.0.0.1", port)).is_err() {
+        if udp && UdpSocket::bind((ip, port)).is_err() {
             continue;
         }
         let mut taken = PORTS_TAKEN.lock().unwrap_or_else(|e| e.into_inner());
@@ -94,7 +104,7 @@ pub fn free_port(udp: bool) -> anyhow::Result<u16> {
             return Ok(port);
         }
     }
-    bail!("no free port on 127.0.0.1 after {TRIES_MAX} tries")
+    bail!("no free port on {ip} after {TRIES_MAX} tries")
 }
 
 /// How to start one node. `n`, `r`, `w` default to 1; `args` are appended after the
@@ -113,6 +123,8 @@ pub struct NodeOptions {
     /// environment is removed from the child's, so only these reach it.
     pub env: Vec<(String, String)>,
     pub ready_timeout: Duration,
+    /// The address `--http` and `--cluster` bind to; 127.0.0.1 by default.
+    pub bind_ip: Ipv4Addr,
 }
 
 impl NodeOptions {
@@ -127,6 +139,7 @@ impl NodeOptions {
             args: Vec::new(),
             env: Vec::new(),
             ready_timeout: READY_TIMEOUT,
+            bind_ip: Ipv4Addr::LOCALHOST,
         }
     }
 
@@ -139,6 +152,13 @@ impl NodeOptions {
     /// Adds seeds to `--join`.
     pub fn join(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.join.extend(seeds);
+        self
+    }
+
+    /// Binds `--http` and `--cluster` on `ip` (a loopback address such as
+    /// 127.0.0.23) instead of 127.0.0.1.
+    pub fn bind_ip(mut self, ip: Ipv4Addr) -> Self {
+        self.bind_ip = ip;
         self
     }
 
@@ -184,9 +204,10 @@ impl NodeProcess {
             .context("creating the node's temp dir")?;
         let data_dir = root.path().join("data");
         let log_path = root.path().join("node.log");
+        let ip = opts.bind_ip;
         let mut node = Self {
-            http_addr: SocketAddr::from(([127, 0, 0, 1], free_port(false)?)),
-            cluster_addr: SocketAddr::from(([127, 0, 0, 1], free_port(true)?)),
+            http_addr: SocketAddr::from((ip, free_port_on(ip, false)?)),
+            cluster_addr: SocketAddr::from((ip, free_port_on(ip, true)?)),
             opts,
             root,
             data_dir,
@@ -209,8 +230,8 @@ impl NodeProcess {
                         node.opts.id
                     );
                     node.kill_quietly();
-                    node.http_addr.set_port(free_port(false)?);
-                    node.cluster_addr.set_port(free_port(true)?);
+                    node.http_addr.set_port(free_port_on(ip, false)?);
+                    node.cluster_addr.set_port(free_port_on(ip, true)?);
                     attempt += 1;
                 }
                 Err(e) => return Err(node.fail_start(e)),
@@ -234,8 +255,9 @@ impl NodeProcess {
         let root = tempfile::Builder::new()
             .prefix(&format!("ringkv-{}-", opts.id))
             .tempdir()?;
-        let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port(false)?));
-        let cluster_addr = SocketAddr::from(([127, 0, 0, 1], free_port(true)?));
+        let ip = opts.bind_ip;
+        let http_addr = SocketAddr::from((ip, free_port_on(ip, false)?));
+        let cluster_addr = SocketAddr::from((ip, free_port_on(ip, true)?));
         let stdout_path = root.path().join("stdout.log");
         let stderr_path = root.path().join("stderr.log");
         let mut cmd = command(&opts, &root.path().join("data"), http_addr, cluster_addr);
@@ -294,7 +316,7 @@ impl NodeProcess {
         self.cluster_addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://IP:PORT` of `--http`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.http_addr)
     }

@@ -7,6 +7,9 @@
 //! - [`http`]: a pooled hyper client returning exact status, headers and bytes, and
 //!   [`Api`], the calls of design.md §3.2 for one node.
 //! - [`raw`]: hand-written HTTP/1.1 for bodies a server must refuse early.
+//! - [`history`], [`workload`], [`checker`], [`chaos`]: the chaos suite, a recorded
+//!   history of concurrent clients under process faults, checked for the properties
+//!   of design.md §6.
 //!
 //! The binary comes from `$RINGKV_NODE_BIN` or sits next to the test executable's
 //! `deps/` directory: run `cargo build --release -p ringkv-node` before
@@ -15,9 +18,14 @@
 //!
 //! Every test owns its nodes, ports and directories, so tests run in parallel.
 
+pub mod chaos;
+pub mod checker;
 pub mod harness;
+pub mod history;
 pub mod http;
+pub mod netfault;
 pub mod raw;
+pub mod workload;
 
 pub use harness::{ExitOutput, NodeOptions, NodeProcess, TestCluster, node_binary};
 pub use http::{Api, HttpClient, Response, b64, encode_key, sorted, unb64};
