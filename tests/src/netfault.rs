@@ -14,18 +14,18 @@
 //!
 //! Where the packet is dropped matters ([`DropAt`]). A loopback packet passes the
 //! `output` hook once on its way out and the `input` hook once on its way in. A
-//! drop on `output` is reported to the sender at once (`EPERM` from `send_to` and
-//! `connect`), which a real network never does; a drop on `input` is silent: the
-//! send succeeds and the packet vanishes, so the sender learns only by timeouts,
-//! as in a real partition. [`NetFaults::new`] therefore drops at the receiver.
+//! drop on `output` makes a UDP `send_to` fail at once with `EPERM`, which a real
+//! network never does (TCP just retransmits, as after a loss); a drop on `input`
+//! is silent for both: the send succeeds and the packet vanishes, so the sender
+//! learns only by timeouts, as in a real partition. [`NetFaults::new`] therefore
+//! drops at the receiver.
 //!
 //! Safety of the host: every address in a rule must be in 127.0.0.0/8 and must
 //! not be 127.0.0.1 (checked before any rule is written; a cut naming another
 //! address fails), so a rule cannot affect traffic other than between test nodes.
-//! Dropping a [`NetFaults`] deletes
-//! its table; a table left by a process that died without unwinding carries that
-//! process's pid in its name, and [`cleanup_stale`] (called by [`NetFaults::new`])
-//! deletes it.
+//! Dropping a [`NetFaults`] deletes its table; a table left by a process that died
+//! without unwinding carries that process's pid in its name, and [`cleanup_stale`]
+//! (called by [`NetFaults::new`] and [`NodeIp::claim`]) deletes it.
 //!
 //! Address leases are UDP sockets bound to `127.0.0.N:`[`LEASE_PORT`]: the kernel
 //! gives each address to one process at a time and takes it back when the process
@@ -60,8 +60,8 @@ pub enum DropAt {
     /// On the `input` hook: the sender's send succeeds and the packet vanishes,
     /// as in a real partition.
     Receiver,
-    /// On the `output` hook: the sender's `send_to` or `connect` fails at once
-    /// with `EPERM` (a fast-failing partition).
+    /// On the `output` hook: a UDP `send_to` fails at once with `EPERM`; TCP
+    /// segments are retransmitted as if lost.
     Sender,
 }
 

@@ -305,7 +305,7 @@ fn cuts_drop_exactly_the_directions_asked_for() {
     check_directions(DropAt::Receiver);
 }
 
-/// The same with drops at the sender, where each dropped send fails with `EPERM`.
+/// The same with drops at the sender, where each dropped UDP send fails with `EPERM`.
 #[test]
 fn cuts_at_the_sender_fail_the_send() {
     check_directions(DropAt::Sender);
