@@ -29,10 +29,11 @@
 //! workload drawing from the same random streams, but answers and timing on a
 //! loaded machine differ, and with them the history.
 //!
-//! Every node binds its own loopback address (127.0.0.N, leased from
-//! [`crate::netfault::NodeIp`]): partitions need it, and it keeps a killed node's
-//! ports from being taken, before its restart, by some other connection's ephemeral
-//! port on 127.0.0.1. A restart that still finds a port in use is retried.
+//! The cluster is a [`ChaosTarget`]: [`ChaosCluster`] runs local processes, each
+//! bound to its own loopback address (127.0.0.N, leased from
+//! [`crate::netfault::NodeIp`]) so that nftables can cut it off; and
+//! [`crate::compose::ComposeCluster`] drives the compose cluster's containers
+//! with the Docker CLI. The schedule, workload, heal and checks are the same.
 //!
 //! Caveats: anti-entropy does not exist yet, so keys converge through hinted
 //! handoff and the read repair of the final reads. Partitions are off (and said so
@@ -481,7 +482,42 @@ pub async fn start_cluster(config: &ChaosConfig) -> anyhow::Result<ChaosCluster>
     } else {
         None
     };
-    Ok(ChaosCluster { net, cluster, ips })
+    Ok(ChaosCluster {
+        net,
+        cluster,
+        ips,
+        paused: BTreeSet::new(),
+    })
+}
+
+/// What the chaos run needs from a cluster: its nodes' URLs and a way to inject and
+/// undo each kind of fault. [`ChaosCluster`] does it with local processes, signals
+/// and nftables; [`crate::compose::ComposeCluster`] with containers and the Docker
+/// CLI. Nodes are 0-based indices, in the order of [`Self::nodes`].
+// The futures are awaited in the test's own task, never spawned, so they need no
+// `Send` bound.
+#[allow(async_fn_in_trait)]
+pub trait ChaosTarget {
+    /// `(id, base URL)` of every node, in node order.
+    fn nodes(&self) -> Vec<(String, String)>;
+    /// Whether partitions can be injected.
+    fn partitions(&self) -> bool;
+    /// Whether a partitioned node still answers clients (a cut between servers
+    /// only), or is cut off from them too (a container off its network).
+    fn partition_keeps_clients(&self) -> bool;
+    /// Kills the node without warning (SIGKILL).
+    async fn kill(&mut self, node: usize) -> anyhow::Result<()>;
+    /// Starts a killed node again on its data and waits until it answers.
+    async fn restart(&mut self, node: usize) -> anyhow::Result<()>;
+    /// Freezes the node's process.
+    async fn pause(&mut self, node: usize) -> anyhow::Result<()>;
+    async fn resume(&mut self, node: usize) -> anyhow::Result<()>;
+    /// Cuts the nodes of `side` off from the others.
+    async fn partition(&mut self, side: &[usize]) -> anyhow::Result<()>;
+    /// Undoes [`Self::partition`] of `side` (the schedule never has two at once).
+    async fn heal_partition(&mut self, side: &[usize]) -> anyhow::Result<()>;
+    /// Ids of the nodes that are not running (after the heal, there should be none).
+    async fn stopped(&mut self) -> Vec<String>;
 }
 
 /// The run's cluster, the loopback address each node binds, and the firewall table
@@ -494,14 +530,96 @@ pub struct ChaosCluster {
     pub cluster: TestCluster,
     /// One per node, in node order; empty when the nodes bind 127.0.0.1.
     pub ips: Vec<NodeIp>,
+    /// Nodes paused now: a restarted node is not told to join through them.
+    paused: BTreeSet<usize>,
+}
+
+impl ChaosTarget for ChaosCluster {
+    fn nodes(&self) -> Vec<(String, String)> {
+        self.cluster
+            .nodes
+            .iter()
+            .map(|n| (n.id().to_owned(), n.base_url()))
+            .collect()
+    }
+
+    fn partitions(&self) -> bool {
+        self.net.is_some()
+    }
+
+    fn partition_keeps_clients(&self) -> bool {
+        true
+    }
+
+    async fn kill(&mut self, node: usize) -> anyhow::Result<()> {
+        self.cluster.nodes[node].kill9().map(|_| ())
+    }
+
+    async fn restart(&mut self, node: usize) -> anyhow::Result<()> {
+        let mut seeds: Vec<SocketAddr> = Vec::new();
+        for (i, n) in self.cluster.nodes.iter_mut().enumerate() {
+            if i != node && !self.paused.contains(&i) && n.is_running() {
+                seeds.push(n.cluster_addr());
+            }
+        }
+        let n: &mut NodeProcess = &mut self.cluster.nodes[node];
+        n.set_join(seeds);
+        restart(n).await
+    }
+
+    async fn pause(&mut self, node: usize) -> anyhow::Result<()> {
+        self.paused.insert(node);
+        self.cluster.nodes[node].pause()
+    }
+
+    async fn resume(&mut self, node: usize) -> anyhow::Result<()> {
+        self.paused.remove(&node);
+        self.cluster.nodes[node].resume()
+    }
+
+    async fn partition(&mut self, side: &[usize]) -> anyhow::Result<()> {
+        let net = self
+            .net
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("partitions are off"))?;
+        anyhow::ensure!(
+            self.ips.len() > side.iter().copied().max().unwrap_or(0),
+            "the nodes have no addresses of their own"
+        );
+        let mut cut = Vec::new();
+        let mut rest = Vec::new();
+        for (i, ip) in self.ips.iter().enumerate() {
+            if side.contains(&i) {
+                cut.push(ip.ip());
+            } else {
+                rest.push(ip.ip());
+            }
+        }
+        net.split(&cut, &rest)
+    }
+
+    async fn heal_partition(&mut self, _side: &[usize]) -> anyhow::Result<()> {
+        match &self.net {
+            Some(net) => net.heal(),
+            None => Err(anyhow::anyhow!("partitions are off")),
+        }
+    }
+
+    async fn stopped(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for node in &mut self.cluster.nodes {
+            if !node.is_running() {
+                out.push(node.id().to_owned());
+            }
+        }
+        out
+    }
 }
 
 /// Runs the workload and the schedule of `seed` on `cluster`, heals, reads the final
 /// state and checks it. Progress goes to stderr as it happens.
-pub async fn run(chaos: &mut ChaosCluster, config: &ChaosConfig, seed: u64) -> ChaosOutcome {
+pub async fn run<C: ChaosTarget>(cluster: &mut C, config: &ChaosConfig, seed: u64) -> ChaosOutcome {
     let planned = plan(seed, &config.schedule);
-    let ChaosCluster { net, cluster, ips } = chaos;
-    let net = net.as_ref();
     eprintln!(
         "chaos: seed {seed}; {} nodes n={} r={} w={}; {} clients over {} keys for {:?}; {} faults \
          planned:",
@@ -515,28 +633,22 @@ pub async fn run(chaos: &mut ChaosCluster, config: &ChaosConfig, seed: u64) -> C
         planned.len()
     );
     match &config.partitions_off {
-        None => eprintln!("chaos: partitions on (nodes bind their own loopback addresses)"),
+        None => eprintln!("chaos: partitions on"),
         Some(why) => eprintln!("chaos: partitions off: {why}"),
     }
     for p in &planned {
         eprintln!("    at {:>6.1}s {}", p.at.as_secs_f64(), p.fault);
     }
 
-    let nodes: Vec<(String, String)> = cluster
-        .nodes
-        .iter()
-        .map(|n| (n.id().to_owned(), n.base_url()))
-        .collect();
+    let nodes = cluster.nodes();
     let targets = Arc::new(Targets::new(&nodes, config.workload.request_timeout()));
     let recorder = Arc::new(Recorder::new());
     let done = AtomicBool::new(false);
     let mut driver = Driver {
         records: Vec::new(),
-        paused: BTreeSet::new(),
         recorder: recorder.clone(),
         targets: targets.clone(),
-        ips: ips.iter().map(NodeIp::ip).collect(),
-        net,
+        ids: nodes.iter().map(|(id, _)| id.clone()).collect(),
     };
     let workload = async {
         let stats = workload::run(&config.workload, targets.clone(), recorder.clone(), seed).await;
@@ -550,14 +662,9 @@ pub async fn run(chaos: &mut ChaosCluster, config: &ChaosConfig, seed: u64) -> C
         recorder.len()
     );
     driver.heal_all(cluster).await;
-    let history = recorder.history();
+    let history = recorder.take_history();
     let mut notes = Vec::new();
-    let mut down = Vec::new();
-    for node in &mut cluster.nodes {
-        if !node.is_running() {
-            down.push(node.id().to_owned());
-        }
-    }
+    let down = cluster.stopped().await;
     if !down.is_empty() {
         notes.push(format!(
             "not checked: {} could not be brought back, so there is no final state",
@@ -575,20 +682,17 @@ pub async fn run(chaos: &mut ChaosCluster, config: &ChaosConfig, seed: u64) -> C
             notes,
         };
     }
-    if let Err(e) = cluster
-        .wait_members_alive(config.nodes, config.alive_within)
-        .await
-    {
-        notes.push(format!("after the heal: {e:#}"));
-    }
-    if let Err(e) = wait_hints_drained(cluster, config.hints_within).await {
-        notes.push(e);
-    }
     let http = HttpClient::with_timeout(Duration::from_secs(10));
     let apis: Vec<(String, Api)> = nodes
         .iter()
         .map(|(id, base)| (id.clone(), Api::new(base.clone(), http.clone())))
         .collect();
+    if let Err(e) = wait_members_alive(&apis, config.nodes, config.alive_within).await {
+        notes.push(format!("after the heal: {e}"));
+    }
+    if let Err(e) = wait_hints_drained(&apis, config.hints_within).await {
+        notes.push(e);
+    }
     let mut final_state = final_reads(&apis, config).await;
     let converged_after = wait_converged(&apis, &mut final_state, config).await;
     let checking = Instant::now();
@@ -611,22 +715,61 @@ pub async fn run(chaos: &mut ChaosCluster, config: &ChaosConfig, seed: u64) -> C
     }
 }
 
-/// Injects and heals faults; owns which node is faulted how.
-struct Driver<'n> {
-    /// One per injected fault, in injection order.
-    records: Vec<FaultRecord>,
-    paused: BTreeSet<usize>,
-    recorder: Arc<Recorder>,
-    targets: Arc<Targets>,
-    /// Each node's address, for partitions.
-    ips: Vec<Ipv4Addr>,
-    net: Option<&'n NetFaults>,
+/// [`run`], then the verdict: panics, with the seed, the report and the saved
+/// history, on any violation or fault that could not be injected or healed, or if
+/// the workload did too little to prove anything; and checks that the same history
+/// with one planted violation of each kind would have failed (so a clean verdict is
+/// not vacuous). Panicking while the caller still holds `cluster` keeps every
+/// node's directory and log.
+pub async fn run_and_check<C: ChaosTarget>(cluster: &mut C, config: &ChaosConfig, seed: u64) {
+    let outcome = run(cluster, config, seed).await;
+    eprintln!("{outcome}");
+    let t = outcome.totals();
+    assert!(
+        t.acked > 0 && t.puts > 0 && t.deletes > 0,
+        "seed {seed}: the workload did too little to prove anything: {t}"
+    );
+    if !outcome.is_clean() {
+        let dir = artifacts_dir(seed);
+        let saved = match outcome.save(&dir) {
+            Ok(()) => format!("history, final state and report saved in {}", dir.display()),
+            Err(e) => format!("saving the history in {} failed: {e:#}", dir.display()),
+        };
+        panic!(
+            "chaos seed {seed}: {} violations, fault errors {:?}; {saved}\n{outcome}",
+            outcome
+                .report
+                .as_ref()
+                .map_or("unchecked".to_owned(), |r| r.violations().to_string()),
+            outcome.fault_errors()
+        );
+    }
+    let missed = checker::missed_mutations(&outcome.history, &outcome.final_state, config.quorum.0);
+    assert!(
+        missed.is_empty(),
+        "seed {seed}: the checker let planted violations through on this run: {missed:?}"
+    );
 }
 
-impl Driver<'_> {
+/// Injects and heals faults, and tells the workload which nodes to avoid.
+struct Driver {
+    /// One per injected fault, in injection order.
+    records: Vec<FaultRecord>,
+    recorder: Arc<Recorder>,
+    targets: Arc<Targets>,
+    /// Node ids, in node order.
+    ids: Vec<String>,
+}
+
+impl Driver {
     /// Follows `planned` until it ends or `done` is set; faults still active then are
     /// left for [`Self::heal_all`].
-    async fn drive(&mut self, cluster: &mut TestCluster, planned: &[Planned], done: &AtomicBool) {
+    async fn drive<C: ChaosTarget>(
+        &mut self,
+        cluster: &mut C,
+        planned: &[Planned],
+        done: &AtomicBool,
+    ) {
         // (when, heal before inject at the same instant, plan index, inject?)
         let mut events: Vec<(Duration, u8, usize, bool)> = Vec::new();
         for (i, p) in planned.iter().enumerate() {
@@ -649,7 +792,7 @@ impl Driver<'_> {
                 tokio::time::sleep((at - now).min(TICK)).await;
             }
             if inject {
-                let record = self.inject(cluster, &planned[i].fault);
+                let record = self.inject(cluster, &planned[i].fault).await;
                 injected.insert(i, self.records.len());
                 self.records.push(record);
             } else if let Some(&r) = injected.get(&i) {
@@ -658,22 +801,24 @@ impl Driver<'_> {
         }
     }
 
-    fn inject(&mut self, cluster: &mut TestCluster, fault: &Fault) -> FaultRecord {
+    /// The nodes a fault takes away from the workload's clients.
+    fn unreachable<C: ChaosTarget>(cluster: &C, fault: &Fault) -> Vec<usize> {
+        match fault {
+            Fault::Partition { .. } if cluster.partition_keeps_clients() => Vec::new(),
+            other => other.nodes(),
+        }
+    }
+
+    async fn inject<C: ChaosTarget>(&mut self, cluster: &mut C, fault: &Fault) -> FaultRecord {
         let injected_at = self.recorder.elapsed();
         eprintln!("chaos: {:>6.1}s inject {fault}", injected_at.as_secs_f64());
+        for node in Self::unreachable(cluster, fault) {
+            self.targets.set_live(&self.ids[node], false);
+        }
         let result = match fault {
-            Fault::Kill { node, .. } => {
-                let n = &mut cluster.nodes[*node];
-                self.targets.set_live(n.id(), false);
-                n.kill9().map(|_| ())
-            }
-            Fault::Pause { node, .. } => {
-                let n = &mut cluster.nodes[*node];
-                self.targets.set_live(n.id(), false);
-                self.paused.insert(*node);
-                n.pause()
-            }
-            Fault::Partition { side, .. } => self.partition(side),
+            Fault::Kill { node, .. } => cluster.kill(*node).await,
+            Fault::Pause { node, .. } => cluster.pause(*node).await,
+            Fault::Partition { side, .. } => cluster.partition(side).await,
         };
         let error = result.err().map(|e| format!("inject: {e:#}"));
         FaultRecord {
@@ -685,41 +830,23 @@ impl Driver<'_> {
         }
     }
 
-    async fn heal(&mut self, cluster: &mut TestCluster, r: usize) {
+    async fn heal<C: ChaosTarget>(&mut self, cluster: &mut C, r: usize) {
         if self.records[r].healed_at.is_some() {
             return;
         }
         let fault = self.records[r].fault.clone();
         let result = match &fault {
-            Fault::Kill { node, .. } => {
-                let mut seeds: Vec<SocketAddr> = Vec::new();
-                for (i, n) in cluster.nodes.iter_mut().enumerate() {
-                    if i != *node && !self.paused.contains(&i) && n.is_running() {
-                        seeds.push(n.cluster_addr());
-                    }
-                }
-                let n: &mut NodeProcess = &mut cluster.nodes[*node];
-                n.set_join(seeds);
-                restart(n).await.map(|()| n.id().to_owned())
-            }
-            Fault::Pause { node, .. } => {
-                let n = &mut cluster.nodes[*node];
-                self.paused.remove(node);
-                n.resume().map(|()| n.id().to_owned())
-            }
-            Fault::Partition { .. } => match self.net {
-                // The schedule never overlaps two partitions, so this heals just one.
-                Some(net) => net.heal().map(|()| String::new()),
-                None => Err(anyhow::anyhow!("partitions are off")),
-            },
+            Fault::Kill { node, .. } => cluster.restart(*node).await,
+            Fault::Pause { node, .. } => cluster.resume(*node).await,
+            Fault::Partition { side, .. } => cluster.heal_partition(side).await,
         };
         let at = self.recorder.elapsed();
         let record = &mut self.records[r];
         record.healed_at = Some(at);
         match result {
-            Ok(id) => {
-                if !id.is_empty() {
-                    self.targets.set_live(&id, true);
+            Ok(()) => {
+                for node in Self::unreachable(cluster, &fault) {
+                    self.targets.set_live(&self.ids[node], true);
                 }
                 eprintln!("chaos: {:>6.1}s healed {fault}", at.as_secs_f64());
             }
@@ -735,38 +862,17 @@ impl Driver<'_> {
     }
 
     /// Heals every fault still active, in injection order.
-    async fn heal_all(&mut self, cluster: &mut TestCluster) {
+    async fn heal_all<C: ChaosTarget>(&mut self, cluster: &mut C) {
         for r in 0..self.records.len() {
             self.heal(cluster, r).await;
         }
     }
-
-    /// Cuts the nodes of `side` off from the others. They stay live for the
-    /// workload: clients still reach them, as in a partition between servers.
-    fn partition(&self, side: &[usize]) -> anyhow::Result<()> {
-        let net = self
-            .net
-            .ok_or_else(|| anyhow::anyhow!("partitions are off"))?;
-        anyhow::ensure!(
-            self.ips.len() > side.iter().copied().max().unwrap_or(0),
-            "the nodes have no addresses of their own"
-        );
-        let mut cut = Vec::new();
-        let mut rest = Vec::new();
-        for (i, ip) in self.ips.iter().enumerate() {
-            if side.contains(&i) {
-                cut.push(*ip);
-            } else {
-                rest.push(*ip);
-            }
-        }
-        net.split(&cut, &rest)
-    }
 }
 
 /// Restarts a killed node. A restart keeps the node's ports, and while it was down
-/// another socket on this machine may have taken one of them (the harness's caveat:
-/// ports come from the ephemeral range), usually briefly: "in use" is retried.
+/// another process may have bound one of them (ports come from below the ephemeral
+/// range, so no outgoing connection can take them, but another test may): "in use"
+/// is retried.
 async fn restart(node: &mut NodeProcess) -> anyhow::Result<()> {
     const ATTEMPTS_MAX: usize = 10;
     const PAUSE: Duration = Duration::from_secs(1);
@@ -800,14 +906,43 @@ fn first_line(text: &str) -> String {
     out
 }
 
+/// Polls every node's `/health` until each sees `expected` members alive; `Err` with
+/// the laggards at `within`.
+pub async fn wait_members_alive(
+    apis: &[(String, Api)],
+    expected: usize,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut lagging = Vec::new();
+        for (id, api) in apis {
+            match api.try_health().await {
+                Ok(h) if h.members_alive == expected => {}
+                Ok(h) => lagging.push(format!("{id}: {} alive", h.members_alive)),
+                Err(e) => lagging.push(format!("{id}: {e:#}")),
+            }
+        }
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "members_alive did not reach {expected} within {within:?}: {}",
+                lagging.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Polls every node's `/cluster` until none holds a hint; `Err` with the last counts
 /// at `within`.
-async fn wait_hints_drained(cluster: &mut TestCluster, within: Duration) -> Result<(), String> {
+async fn wait_hints_drained(apis: &[(String, Api)], within: Duration) -> Result<(), String> {
     let deadline = Instant::now() + within;
     loop {
         let mut pending = Vec::new();
-        for node in &mut cluster.nodes {
-            let api = node.api();
+        for (id, api) in apis {
             match api.try_request(Method::GET, "/cluster", &[], empty()).await {
                 Ok(resp) if resp.status == 200 => {
                     match serde_json::from_slice::<ClusterBody>(&resp.body) {
@@ -818,13 +953,11 @@ async fn wait_hints_drained(cluster: &mut TestCluster, within: Duration) -> Resu
                                     .push(format!("{} holds {:?}", view.node, view.hints.pending));
                             }
                         }
-                        Err(e) => pending.push(format!("{}: bad /cluster body: {e}", node.id())),
+                        Err(e) => pending.push(format!("{id}: bad /cluster body: {e}")),
                     }
                 }
-                Ok(resp) => {
-                    pending.push(format!("{}: /cluster answered {}", node.id(), resp.status))
-                }
-                Err(e) => pending.push(format!("{}: {e:#}", node.id())),
+                Ok(resp) => pending.push(format!("{id}: /cluster answered {}", resp.status)),
+                Err(e) => pending.push(format!("{id}: {e:#}")),
             }
         }
         if pending.is_empty() {

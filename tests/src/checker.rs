@@ -49,12 +49,13 @@
 //! - Writes carrying the context a *write* returned are modelled as covering only
 //!   what their read covered: the server's clock after a write may cover siblings
 //!   the client never saw. The workload never sends such contexts.
-//! - A write applied twice under one value (a forwarded write retried on another
-//!   home replica after a transport error, which the server documents as "a
-//!   sibling at worst") has two dots; a read that saw one copy covers only that one,
-//!   so the other copy would show as a false sibling or a resurrection here. Such a
-//!   report names a real anomaly a client would see, but check the forwarding
-//!   node's log before calling it a bug.
+//! - A write the server applies twice (a forwarded write retried on another home
+//!   replica after the first one stored it but failed to answer) has two dots; a
+//!   read that saw one copy covers only that one, so the other copy shows here as
+//!   a false sibling (or, after a delete, a resurrection). That is what a client
+//!   sees, so it is reported: chaos seed 9819987031860811724 found it, the
+//!   forwarder's log showing the failed first attempt (connection reset by a
+//!   SIGKILL, or an HTTP/2 keep-alive timeout on a paused node).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;

@@ -13,8 +13,8 @@
 //! tests do so that each node's traffic carries its own address (see
 //! [`crate::netfault`]).
 //!
-//! Caveats: free ports are found by binding port 0 and releasing it, so another
-//! process may take one before the node binds it; a first start that fails with
+//! Caveats: free ports are found below the ephemeral range by binding and releasing
+//! them, so another process may take one before the node binds it; a first start that fails with
 //! "address in use" is retried on fresh ports (a restart is not: it must keep its
 //! ports). Signals other than SIGKILL go through the `kill` command, because the
 //! workspace denies `unsafe` and `libc::kill` is an unsafe call.
@@ -91,20 +91,47 @@ pub fn free_port(udp: bool) -> anyhow::Result<u16> {
 }
 
 /// [`free_port`] on `ip`. Ports are unique per process across all addresses.
+///
+/// Ports come from below the kernel's ephemeral range (see [`listen_ports`]): a
+/// port from inside it (what binding port 0 gives) can be taken, while its node is
+/// killed, as the local end of some outgoing connection, and the restart that must
+/// reuse it then fails with "address in use".
 pub fn free_port_on(ip: Ipv4Addr, udp: bool) -> anyhow::Result<u16> {
-    const TRIES_MAX: usize = 200;
-    for _ in 0..TRIES_MAX {
-        let tcp = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
-        let port = tcp.local_addr()?.port();
+    let ports = listen_ports();
+    let span = u32::from(ports.end() - ports.start()) + 1;
+    // Start at a point that differs between test processes, so that parallel test
+    // binaries rarely probe the same ports.
+    let seed = std::process::id().wrapping_mul(2_654_435_761);
+    let mut taken = PORTS_TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    for i in 0..span {
+        let offset = u16::try_from((seed.wrapping_add(i)) % span).expect("span fits u16");
+        let port = ports.start() + offset;
+        if taken.contains(&port) || TcpListener::bind((ip, port)).is_err() {
+            continue;
+        }
         if udp && UdpSocket::bind((ip, port)).is_err() {
             continue;
         }
-        let mut taken = PORTS_TAKEN.lock().unwrap_or_else(|e| e.into_inner());
-        if taken.insert(port) {
-            return Ok(port);
-        }
+        taken.insert(port);
+        return Ok(port);
     }
-    bail!("no free port on {ip} after {TRIES_MAX} tries")
+    bail!("no free port on {ip} in {ports:?}")
+}
+
+/// The ports tests listen on: the 12,000 ports below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768-60999 by default), or
+/// 10000-21999 if that range starts too low to leave room.
+pub fn listen_ports() -> std::ops::RangeInclusive<u16> {
+    const SPAN: u16 = 12_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > SPAN + 10_000 {
+        (ephemeral_low - SPAN)..=(ephemeral_low - 1)
+    } else {
+        10_000..=(10_000 + SPAN - 1)
+    }
 }
 
 /// How to start one node. `n`, `r`, `w` default to 1; `args` are appended after the

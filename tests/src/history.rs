@@ -374,7 +374,14 @@ impl Recorder {
         self.len() == 0
     }
 
-    /// The history so far, in id order.
+    /// Takes the operations recorded so far out of the recorder (no copy: long
+    /// runs record millions), as a history in id order.
+    pub fn take_history(&self) -> History {
+        let ops = std::mem::take(&mut *self.ops.lock().unwrap_or_else(|e| e.into_inner()));
+        History::new(ops)
+    }
+
+    /// A copy of the history so far, in id order.
     pub fn history(&self) -> History {
         let ops = self.ops.lock().unwrap_or_else(|e| e.into_inner()).clone();
         History::new(ops)

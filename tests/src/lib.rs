@@ -9,7 +9,8 @@
 //! - [`raw`]: hand-written HTTP/1.1 for bodies a server must refuse early.
 //! - [`history`], [`workload`], [`checker`], [`chaos`]: the chaos suite, a recorded
 //!   history of concurrent clients under process faults, checked for the properties
-//!   of design.md §6.
+//!   of design.md §6; [`compose`] runs the same suite against the compose cluster's
+//!   containers.
 //!
 //! The binary comes from `$RINGKV_NODE_BIN` or sits next to the test executable's
 //! `deps/` directory: run `cargo build --release -p ringkv-node` before
@@ -20,6 +21,7 @@
 
 pub mod chaos;
 pub mod checker;
+pub mod compose;
 pub mod harness;
 pub mod history;
 pub mod http;

@@ -81,8 +81,7 @@ pub const NODE_IP_FIRST: u8 = 10;
 pub const NODE_IP_LAST: u8 = 250;
 
 /// The port a [`NodeIp`] lease binds on its address. It is below 1024, so
-/// `free_port_on` (which gets ephemeral ports from the kernel) never hands it to a
-/// node.
+/// `free_port_on` (which hands out ports from 10000 up) never gives it to a node.
 pub const LEASE_PORT: u16 = 1021;
 
 /// Bit of CAP_NET_ADMIN in `/proc/self/status`'s `CapEff`.

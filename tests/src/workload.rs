@@ -20,8 +20,8 @@
 //! Each request goes to a random node among those the chaos driver marks live in
 //! [`Targets`] (a `stray_fraction` goes to any node, faulted or not), with one
 //! attempt and no failover, so the history names the node that was asked. The run
-//! stops at `duration` or after `ops_max` steps, whichever comes first;
-//! `ops_per_s_max` paces long runs so the history stays a manageable size.
+//! stops at `duration` or after `steps_max` steps, whichever comes first;
+//! `steps_per_s_max` paces long runs so the history stays a manageable size.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -164,9 +164,9 @@ pub struct WorkloadConfig {
     pub duration: Duration,
     /// Bound on the steps of all clients together (a read-modify-write is one step
     /// of two operations).
-    pub ops_max: u64,
+    pub steps_max: u64,
     /// Bound on steps per second over all clients; `None` runs flat out.
-    pub ops_per_s_max: Option<f64>,
+    pub steps_per_s_max: Option<f64>,
     /// Quorums sent with every request.
     pub r: usize,
     pub w: usize,
@@ -184,8 +184,8 @@ impl Default for WorkloadConfig {
             hot_keys: 10,
             hot_fraction: 0.3,
             duration: Duration::from_secs(75),
-            ops_max: 1_000_000,
-            ops_per_s_max: None,
+            steps_max: 1_000_000,
+            steps_per_s_max: None,
             r: 2,
             w: 2,
             timeout_ms: 2000,
@@ -208,7 +208,7 @@ pub struct WorkloadStats {
     pub elapsed: Duration,
 }
 
-/// Runs the workload until `duration` or `ops_max`, recording into `recorder`.
+/// Runs the workload until `duration` or `steps_max`, recording into `recorder`.
 pub async fn run(
     config: &WorkloadConfig,
     targets: Arc<Targets>,
@@ -237,7 +237,7 @@ pub async fn run(
         task.await.expect("a workload client panicked");
     }
     WorkloadStats {
-        steps: steps.load(Ordering::Relaxed).min(config.ops_max),
+        steps: steps.load(Ordering::Relaxed).min(config.steps_max),
         elapsed: started.elapsed(),
     }
 }
@@ -265,12 +265,12 @@ impl Client {
         // With a rate bound, each client takes its share: one step per `interval`.
         let interval = self
             .config
-            .ops_per_s_max
+            .steps_per_s_max
             .map(|rate| Duration::from_secs_f64(self.config.clients as f64 / rate.max(0.001)));
         let mut next_step = started;
         loop {
             if Instant::now() >= deadline
-                || steps.fetch_add(1, Ordering::Relaxed) >= self.config.ops_max
+                || steps.fetch_add(1, Ordering::Relaxed) >= self.config.steps_max
             {
                 return;
             }
