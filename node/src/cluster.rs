@@ -148,7 +148,12 @@ impl Cluster {
         let mut known = load_known(store.as_ref());
         // Announce to the peers remembered from the last run too: a restarted seed has
         // no --join, and would otherwise wait for the others to find it.
-        let mut seeds = resolve_seeds(&config.join).await;
+        let patience = if known.iter().any(|k| k.id != config.id) {
+            SEED_RESOLVE_PATIENCE_RESTART
+        } else {
+            SEED_RESOLVE_PATIENCE
+        };
+        let mut seeds = resolve_seeds(&config.join, patience).await;
         for k in known.iter().filter(|k| k.id != config.id) {
             if let Ok(addr) = k.cluster.parse::<SocketAddr>()
                 && !seeds.contains(&addr)
@@ -282,27 +287,38 @@ async fn resolve(host_port: &str) -> Option<SocketAddr> {
     tokio::net::lookup_host(host_port).await.ok()?.next()
 }
 
-/// How long start-up waits for seed names to resolve (containers may come up before
-/// their DNS names do).
+/// How long a first start waits for seed names to resolve (containers may come up
+/// before their DNS names do) ...
 const SEED_RESOLVE_PATIENCE: Duration = Duration::from_secs(30);
+/// ... and how long a restart waits, which knows its peers' addresses from the last
+/// run already: a seed that is down (a killed container has no DNS name) must not
+/// hold the restart up.
+const SEED_RESOLVE_PATIENCE_RESTART: Duration = Duration::from_secs(2);
 
-async fn resolve_seeds(join: &[String]) -> Vec<SocketAddr> {
-    let deadline = tokio::time::Instant::now() + SEED_RESOLVE_PATIENCE;
-    let mut seeds = Vec::new();
-    for seed in join {
+/// Resolves every seed at once, each retried every second until `patience` passes
+/// (at least one attempt each, bounded by `patience` too);
+/// a seed that does not resolve by then is left out (and logged).
+async fn resolve_seeds(join: &[String], patience: Duration) -> Vec<SocketAddr> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let attempts = join.iter().map(|seed| async move {
         loop {
-            if let Some(addr) = resolve(seed).await {
-                seeds.push(addr);
-                break;
+            // A name the resolver cannot answer may hang for its own timeout (a
+            // container's DNS forwards unknown names upstream): bound each attempt.
+            if let Ok(Some(addr)) = tokio::time::timeout_at(deadline, resolve(seed)).await {
+                return Some(addr);
             }
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(%seed, "cannot resolve the seed; starting without it");
-                break;
+                return None;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    }
-    seeds
+    });
+    futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 #[cfg(test)]
