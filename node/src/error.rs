@@ -41,6 +41,10 @@ pub enum Error {
     /// operation may or may not have happened there.
     #[error("peer {peer}: {reason}")]
     Peer { peer: String, reason: String },
+    /// No connection to another node could be made, so the call was never sent: the
+    /// peer did not act on it, and another node may be asked instead.
+    #[error("peer {peer}: unreachable: {reason}")]
+    PeerUnreachable { peer: String, reason: String },
     /// The storage engine failed; the operation did not complete on this replica.
     #[error("storage: {0}")]
     Storage(String),

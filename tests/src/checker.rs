@@ -55,7 +55,9 @@
 //!   a false sibling (or, after a delete, a resurrection). That is what a client
 //!   sees, so it is reported: chaos seed 9819987031860811724 found it, the
 //!   forwarder's log showing the failed first attempt (connection reset by a
-//!   SIGKILL, or an HTTP/2 keep-alive timeout on a paused node).
+//!   SIGKILL, or an HTTP/2 keep-alive timeout on a paused node). Since then a
+//!   forwarded write is retried elsewhere only when it was never sent; otherwise
+//!   it answers 504 (outcome unknown).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;

@@ -55,7 +55,7 @@ pub fn error(e: &Error) -> Response<Body> {
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorBody::new(codes::UNAVAILABLE, message),
         ),
-        Error::Peer { .. } | Error::HintsFull { .. } => (
+        Error::Peer { .. } | Error::PeerUnreachable { .. } | Error::HintsFull { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorBody::new(codes::UNAVAILABLE, message),
         ),

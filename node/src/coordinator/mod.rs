@@ -534,12 +534,28 @@ impl Coordinator {
                 Ok(PeerResponse::Error { kind, message }) => {
                     return Err(peer::from_wire(kind, message, &peer.id));
                 }
-                Ok(other) => {
-                    tracing::warn!(peer = %peer.id, ?other, "unexpected answer to a forwarded write")
+                // Never sent: the next home replica may take it.
+                Err(e @ Error::PeerUnreachable { .. }) => {
+                    tracing::warn!(peer = %peer.id, error = %e, "forwarding a write failed")
                 }
-                // Unreachable: the next home replica may take it. A write that reached
-                // this one before the failure becomes a sibling at worst, never a loss.
-                Err(e) => tracing::warn!(peer = %peer.id, error = %e, "forwarding a write failed"),
+                // The peer may have applied it (a reset or timeout after sending): sending
+                // it to another replica could apply it twice, a second dot that shows as a
+                // false sibling. Say the outcome is unknown instead (504), as a quorum
+                // timeout does.
+                Err(e) => {
+                    tracing::warn!(peer = %peer.id, error = %e, "forwarded write's outcome unknown");
+                    return Err(Error::Timeout {
+                        acks: 0,
+                        required: options.w,
+                    });
+                }
+                Ok(other) => {
+                    tracing::warn!(peer = %peer.id, ?other, "unexpected answer to a forwarded write");
+                    return Err(Error::Timeout {
+                        acks: 0,
+                        required: options.w,
+                    });
+                }
             }
         }
         if Instant::now() >= deadline {

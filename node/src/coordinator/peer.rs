@@ -109,6 +109,7 @@ pub(super) fn to_wire(e: &Error) -> (PeerErrorKind, String) {
         | Error::BadContext(_) => PeerErrorKind::BadRequest,
         Error::ShuttingDown => PeerErrorKind::ShuttingDown,
         Error::Peer { .. }
+        | Error::PeerUnreachable { .. }
         | Error::HintsFull { .. }
         | Error::Storage(_)
         | Error::Config(_)

@@ -71,9 +71,11 @@ impl PeerClient {
 
     /// Sends `request` to the node at `peer` and waits at most `timeout` for its answer.
     ///
-    /// Every failure is an [`Error::Peer`] whose reason says what went wrong: unreachable,
-    /// timed out, refused with an HTTP status, or an undecodable answer. Whether the
-    /// peer acted on the request is then unknown. A [`PeerResponse::Error`] is a
+    /// A call that could not be sent (no connection) is an [`Error::PeerUnreachable`]:
+    /// the peer did not act on it. Every other failure is an [`Error::Peer`] whose
+    /// reason says what went wrong: timed out, failed mid-way, refused with an HTTP
+    /// status, or an undecodable answer; whether the peer acted on the request is then
+    /// unknown. A [`PeerResponse::Error`] is a
     /// successful call: the peer answered.
     pub async fn call(
         &self,
@@ -88,52 +90,77 @@ impl PeerClient {
         let (outcome, result) =
             match tokio::time::timeout(timeout, self.exchange(peer, request)).await {
                 Ok(Ok(response)) => ("ok", Ok(response)),
-                Ok(Err(reason)) => ("error", Err(reason)),
+                Ok(Err(failure)) => ("error", Err(failure)),
                 Err(_) => (
                     "timeout",
-                    Err(format!("timed out after {} ms", timeout.as_millis())),
+                    Err(Failure::Unknown(format!(
+                        "timed out after {} ms",
+                        timeout.as_millis()
+                    ))),
                 ),
             };
         metrics::counter!(PEER_CALLS, "op" => op, "outcome" => outcome).increment(1);
         metrics::histogram!(PEER_CALL_DURATION, "op" => op).record(started.elapsed().as_secs_f64());
-        result.map_err(|reason| {
-            tracing::debug!(%peer, op, %reason, "peer call failed");
-            Error::Peer {
-                peer: peer.to_string(),
-                reason,
+        result.map_err(|failure| {
+            tracing::debug!(%peer, op, ?failure, "peer call failed");
+            let peer = peer.to_string();
+            match failure {
+                Failure::NotSent(reason) => Error::PeerUnreachable { peer, reason },
+                Failure::Unknown(reason) => Error::Peer { peer, reason },
             }
         })
     }
 
-    /// One call without its timeout; the error is the reason for [`Error::Peer`].
+    /// One call without its timeout.
     async fn exchange(
         &self,
         peer: SocketAddr,
         request: PeerRequest,
-    ) -> Result<PeerResponse, String> {
+    ) -> Result<PeerResponse, Failure> {
+        self.try_exchange(peer, request)
+            .await
+            .map_err(|(sent, reason)| {
+                if sent {
+                    Failure::Unknown(reason)
+                } else {
+                    Failure::NotSent(reason)
+                }
+            })
+    }
+
+    /// [`Self::exchange`]; the error says whether the request may have been sent.
+    async fn try_exchange(
+        &self,
+        peer: SocketAddr,
+        request: PeerRequest,
+    ) -> Result<PeerResponse, (bool, String)> {
+        let unsent = |reason: String| (false, reason);
+        let sent = |reason: String| (true, reason);
         let envelope = Envelope {
             version: PROTOCOL_VERSION,
             from: self.local_id.clone(),
             body: request,
         };
         let encoded = bincode::encode_to_vec(&envelope, wire_config())
-            .map_err(|e| format!("the request could not be encoded: {e}"))?;
+            .map_err(|e| unsent(format!("the request could not be encoded: {e}")))?;
         // Refused here rather than sent and refused: the peer would read it all first.
         if encoded.len() > MESSAGE_MAX_BYTES {
-            return Err(format!(
+            return Err(unsent(format!(
                 "the request is {} bytes, over the limit of {MESSAGE_MAX_BYTES}",
                 encoded.len()
-            ));
+            )));
         }
         let http_request = Request::post(format!("http://{peer}{RPC_PATH}"))
             .header(CONTENT_TYPE, "application/octet-stream")
             .body(Full::new(Bytes::from(encoded)))
-            .map_err(|e| format!("the request could not be built: {e}"))?;
+            .map_err(|e| unsent(format!("the request could not be built: {e}")))?;
         let response = self.client.request(http_request).await.map_err(|e| {
+            // A failed connect sent nothing; any other failure may have come after
+            // the peer read the request.
             if e.is_connect() {
-                format!("unreachable: {}", error_chain(&e))
+                unsent(error_chain(&e))
             } else {
-                format!("the call failed: {}", error_chain(&e))
+                sent(format!("the call failed: {}", error_chain(&e)))
             }
         })?;
         let status = response.status();
@@ -146,24 +173,33 @@ impl PeerClient {
                 Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
                 Err(_) => String::from("(no readable reason)"),
             };
-            return Err(format!("answered HTTP {status}: {reason}"));
+            return Err(sent(format!("answered HTTP {status}: {reason}")));
         }
         let body = Limited::new(response.into_body(), MESSAGE_MAX_BYTES)
             .collect()
             .await
-            .map_err(|e| format!("the answer could not be read: {e}"))?
+            .map_err(|e| sent(format!("the answer could not be read: {e}")))?
             .to_bytes();
         let (answer, used_bytes) =
             bincode::decode_from_slice::<PeerResponse, _>(&body, wire_config())
-                .map_err(|e| format!("undecodable answer: {e}"))?;
+                .map_err(|e| sent(format!("undecodable answer: {e}")))?;
         if used_bytes != body.len() {
-            return Err(format!(
+            return Err(sent(format!(
                 "undecodable answer: {} bytes after the message",
                 body.len() - used_bytes
-            ));
+            )));
         }
         Ok(answer)
     }
+}
+
+/// Why a call failed, as far as whether the peer may have acted on it.
+#[derive(Debug)]
+enum Failure {
+    /// Nothing reached the peer (no connection, or refused before sending).
+    NotSent(String),
+    /// The request may have reached the peer and been acted on.
+    Unknown(String),
 }
 
 /// The `op` label of a request.
