@@ -1,5 +1,6 @@
 //! The ringkv client: the wire types shared with the server, and an async Rust
-//! client of a cluster (the `ringkv` CLI is built on it).
+//! client of a cluster (the `ringkv` CLI is built on it), plus [`reference`], the
+//! bare hyper server that gives `ringkv bench` its HTTP ceiling.
 //!
 //! A [`Client`] is built once from the base URLs of some nodes
 //! (`http://127.0.0.1:8001`) and holds one pooled keep-alive HTTP client, so calls
@@ -33,6 +34,7 @@
 pub mod client;
 pub mod error;
 pub mod outcome;
+pub mod reference;
 pub mod request;
 pub mod wire;
 

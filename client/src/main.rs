@@ -5,6 +5,8 @@
 //! ringkv get KEY [--r 2] [--lww]
 //! ringkv delete KEY [--context C]
 //! ringkv status
+//! ringkv bench --workload a|b|c|w --duration 20s --concurrency 64 --keys 100000 \
+//!              --value-size 100 [--zipf 0.99] [--json]
 //! ```
 //!
 //! Exit status: 0 on success (including a read that returned siblings), 1 when

@@ -4,6 +4,7 @@
 //! metadata a script may want (context, acks, hints) goes to stderr as
 //! `name: value` lines, so `ringkv get k > file` stores exactly the value.
 
+mod bench;
 mod kv;
 mod status;
 
@@ -60,7 +61,9 @@ pub enum Command {
     /// Check every given node's /health; exit 0 only if all answer ok (for health
     /// checks, e.g. in a container image without curl).
     Health,
-    // `bench` joins here as its own module.
+    /// Closed-loop load generator (YCSB-style workloads a, b, c, w): throughput
+    /// and p50/p99/p99.9 latency.
+    Bench(bench::BenchArgs),
 }
 
 /// Options shared by writes; unset ones leave the node's default.
@@ -128,6 +131,10 @@ pub struct DeleteArgs {
 /// Runs one command; `Ok` carries the exit status of an outcome that is not an
 /// error (a missing key).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Bench(args) = cli.command {
+        // The bench opens its own bare connections; it needs no pooled client.
+        return bench::run(&cli.nodes, cli.client_timeout_ms, args).await;
+    }
     let client = Client::with_config(
         &cli.nodes,
         ClientConfig {
@@ -141,6 +148,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Delete(args) => kv::delete(&client, args).await,
         Command::Status => status::status(&client).await,
         Command::Health => status::health(&client).await,
+        Command::Bench(_) => unreachable!("handled above"),
     }
 }
 
