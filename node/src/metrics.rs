@@ -54,6 +54,10 @@ fn describe() {
         "Stored records that failed their integrity check."
     );
     metrics::describe_gauge!(HINTS_PENDING, "Hints kept for other nodes.");
+    metrics::describe_counter!(
+        SPECULATIVE_READS,
+        "Reads that asked one more replica because none answered within 25 ms."
+    );
     metrics::describe_gauge!(
         HINTS_BYTES,
         metrics::Unit::Bytes,
@@ -105,6 +109,14 @@ pub fn read_repair() {
 /// Counts a repair skipped for lack of capacity.
 pub fn read_repair_skipped() {
     metrics::counter!(READ_REPAIRS_SKIPPED).increment(1);
+}
+
+/// Reads that asked one more replica because none answered in time.
+pub const SPECULATIVE_READS: &str = "ringkv_speculative_reads_total";
+
+/// Counts one extra replica asked by a slow read.
+pub fn speculative_read() {
+    metrics::counter!(SPECULATIVE_READS).increment(1);
 }
 
 /// Hints kept for other nodes (gauge, all owners).

@@ -838,3 +838,37 @@ async fn restart_each_node(
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_asks_another_replica_when_one_is_paused() {
+    // A read at r=2 asks the local replica and one other; with that other frozen
+    // (SIGSTOP, not yet reported down) it asks the third after a short wait instead
+    // of timing out, and counts it in ringkv_speculative_reads_total.
+    let mut cluster = start_cluster(3, (3, 2, 2)).await;
+    let api = cluster.node(1).api();
+    let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("spec-{i}").into_bytes()).collect();
+    for key in &keys {
+        api.put_with(key, key.clone(), None, "w=3")
+            .await
+            .assert_status(204);
+    }
+    cluster.node(2).pause().unwrap();
+    // Without the extra replica, each read whose second replica is n2 would wait out
+    // its timeout and answer 504 (gossip takes seconds to call n2 down).
+    for key in &keys {
+        let get = api.get_with(key, "r=2&timeout_ms=2000").await;
+        get.assert_status(200);
+        assert_eq!(get.body[..], key[..], "{get}");
+    }
+    cluster.node(2).resume().unwrap();
+    let metrics = api.get_path("/metrics").await.text();
+    let speculative: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ringkv_speculative_reads_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        speculative >= 1.0,
+        "no speculative read counted: every key's second replica was n3?\n{metrics}"
+    );
+}

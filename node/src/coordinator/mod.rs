@@ -21,12 +21,21 @@
 //! acknowledgement counts toward `w` unless the request says `sloppy=false` or the node
 //! runs with `--hinted-handoff false`.
 //!
-//! Read repair: once a read has its `r` replies, a background task waits briefly for
-//! the other replicas and sends the merged version to every one that answered stale or
-//! missing. It never delays the reply, and at most a bounded number run at once.
+//! A read asks the local replica (when it is one) and only as many other live home
+//! replicas as `r` still needs, in preference-list order; when one fails, or none
+//! answers within 25 ms, it asks the next (a speculative read, as Cassandra's
+//! speculative retry). Asking all N would cost a peer call per extra replica on every
+//! read, the main cost of a read on a small cluster (docs/benchmarks.md).
 //!
-//! Caveats: reads count home replicas only (a stand-in holds hints, not a replica); a
-//! read asks every live home replica, not just `r` of them.
+//! Read repair: once a read has its `r` replies, a background task waits briefly for
+//! the other replicas it asked and sends the merged version to every one that answered
+//! stale or missing. It never delays the reply, and at most a bounded number run at
+//! once.
+//!
+//! Caveats: reads count home replicas only (a stand-in holds hints, not a replica).
+//! Read repair only reaches the replicas a read asked: a replica a read at `r < n`
+//! skipped is repaired by reads that ask it (`r = n`, or a speculative read), by
+//! hinted handoff, or by anti-entropy (not built yet).
 
 mod peer;
 pub mod quorum;
@@ -127,6 +136,10 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 const REPAIRS_IN_FLIGHT_MAX: usize = 256;
 /// Longest a read repair waits for the replicas that had not answered the read.
 const REPAIR_WAIT: Duration = Duration::from_secs(2);
+/// A read asks one more replica when none of those asked answered within this: well
+/// above a healthy replica's reply (well under a millisecond on a LAN), well below a
+/// request's timeout.
+const SPECULATIVE_READ_AFTER: Duration = Duration::from_millis(25);
 
 /// Where a write's copy went.
 #[derive(Debug, Clone)]
@@ -220,13 +233,33 @@ impl Coordinator {
         if tracker.progress() == Progress::Done {
             return Ok(merge_answers(&answers));
         }
-        let mut replies =
-            self.fan_out(&live, deadline, |_| PeerRequest::Read { key: key.to_vec() });
+        // Ask only as many replicas as the quorum still needs, in preference-list
+        // order; ask the next one when one fails, or when none has answered within
+        // SPECULATIVE_READ_AFTER (a slow or paused replica costs that much, not the
+        // whole timeout).
+        let remote: Vec<&Peer> = live.iter().filter(|p| !p.local).collect();
+        let (tx, mut replies) = mpsc::channel(remote.len().max(1));
+        let mut asked = 0;
+        let ask = |asked: &mut usize, tx: &mpsc::Sender<(String, Result<PeerResponse>)>| {
+            if let Some(peer) = remote.get(*asked) {
+                let request = PeerRequest::Read { key: key.to_vec() };
+                self.spawn_call(peer, request, deadline, peer.id.clone(), tx);
+                *asked += 1;
+            }
+        };
+        let needed = options.r.saturating_sub(answers.len());
+        while asked < needed.min(remote.len()) {
+            ask(&mut asked, &tx);
+        }
+        let mut speculate_at = Instant::now() + SPECULATIVE_READ_AFTER;
         loop {
             match tracker.progress() {
                 Progress::Done => {
                     let merged = merge_answers(&answers);
-                    self.spawn_read_repair(key, live, answers, tracker.reachable(), replies);
+                    // Replicas asked and not failed; the unasked are not waited for.
+                    let expected = tracker.reachable() - (remote.len() - asked);
+                    drop(tx);
+                    self.spawn_read_repair(key, live, answers, expected, replies);
                     return Ok(merged);
                 }
                 Progress::Failed => {
@@ -234,7 +267,12 @@ impl Coordinator {
                 }
                 Progress::Waiting => {}
             }
-            match tokio::time::timeout_at(deadline, replies.recv()).await {
+            let wait_until = if asked < remote.len() {
+                speculate_at.min(deadline)
+            } else {
+                deadline
+            };
+            match tokio::time::timeout_at(wait_until, replies.recv()).await {
                 Ok(Some((peer, Ok(PeerResponse::Read(clock))))) => {
                     answers.push((peer, clock));
                     tracker.ok();
@@ -242,9 +280,15 @@ impl Coordinator {
                 Ok(Some((peer, outcome))) => {
                     log_failed_reply(&peer, "read", outcome);
                     tracker.fail();
+                    ask(&mut asked, &tx);
                 }
                 Ok(None) => {
                     return Err(tracker.insufficient());
+                }
+                Err(_) if Instant::now() < deadline => {
+                    metrics::speculative_read();
+                    ask(&mut asked, &tx);
+                    speculate_at = Instant::now() + SPECULATIVE_READ_AFTER;
                 }
                 Err(_) => {
                     return Err(tracker.timed_out());
@@ -569,21 +613,6 @@ impl Coordinator {
                 required: options.w,
             })
         }
-    }
-
-    /// Sends one request per peer, each in its own task (so stragglers finish after the
-    /// caller stops listening), and returns the channel their answers arrive on.
-    fn fan_out(
-        &self,
-        peers: &[Peer],
-        deadline: Instant,
-        request: impl Fn(&Peer) -> PeerRequest,
-    ) -> mpsc::Receiver<(String, Result<PeerResponse>)> {
-        let (tx, rx) = mpsc::channel(peers.len().max(1));
-        for peer in peers.iter().filter(|p| !p.local) {
-            self.spawn_call(peer, request(peer), deadline, peer.id.clone(), &tx);
-        }
-        rx
     }
 
     /// Calls `peer` in a task of its own and sends `(tag, outcome)` on `tx`.
