@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, error_chain};
 use crate::outcome::{Answer, GetOutcome, WriteOutcome};
 use crate::request::{ReadOptions, WriteOptions, encode_key, kv_path};
 use crate::wire::{self, ClusterBody, HealthBody, ReplicasBody};
@@ -389,19 +389,6 @@ fn parse_node_url(url: &str) -> Result<Node> {
         authority,
         backoff_until_ms: AtomicU64::new(0),
     })
-}
-
-/// An error and its sources, `a: b: c`, since hyper's top-level messages alone
-/// ("client error (Connect)") do not say what happened.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -69,3 +69,16 @@ impl Error {
 
 /// The client's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// An error and its causes on one line, `a: b: c`: hyper's own messages ("client
+/// error (Connect)") say little without the OS error underneath.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ringkv_client::error::error_chain;
 
 use super::message::{Envelope, MESSAGE_MAX_BYTES, PROTOCOL_VERSION, PeerRequest, PeerResponse};
 use super::{PEER_CALL_DURATION, PEER_CALLS, RPC_PATH, wire_config};
@@ -210,17 +211,4 @@ fn op_name(request: &PeerRequest) -> &'static str {
         PeerRequest::Hint { .. } => "hint",
         PeerRequest::Write { .. } => "write",
     }
-}
-
-/// An error and its causes on one line: hyper's own messages ("client error
-/// (Connect)") say little without the OS error underneath.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -24,6 +24,7 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
+use ringkv_client::error::error_chain;
 use tokio::net::TcpStream;
 
 /// One node: its URL as given, the address to connect to and its `Host` header.
@@ -304,19 +305,6 @@ async fn open(addr: SocketAddr) -> Result<Live, Failure> {
 
 fn transport(e: impl std::error::Error + 'static) -> Failure {
     Failure::Transport(error_chain(&e))
-}
-
-/// An error and its sources, `a: b: c` (hyper's top-level message alone rarely
-/// says what happened).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
