@@ -156,9 +156,10 @@ impl PeerClient {
             .body(Full::new(Bytes::from(encoded)))
             .map_err(|e| unsent(format!("the request could not be built: {e}")))?;
         let response = self.client.request(http_request).await.map_err(|e| {
-            // A failed connect sent nothing; any other failure may have come after
-            // the peer read the request.
-            if e.is_connect() {
+            // A failed connect sent nothing, nor did a request canceled before its
+            // connection took it; any other failure may have come after the peer read
+            // the request.
+            if e.is_connect() || never_started(&e) {
                 unsent(error_chain(&e))
             } else {
                 sent(format!("the call failed: {}", error_chain(&e)))
@@ -194,6 +195,24 @@ impl PeerClient {
     }
 }
 
+/// Whether hyper gave the request back unstarted: every `Canceled` error hyper makes
+/// (the connection closed or was not ready while the request waited in its queue)
+/// comes before any byte of the request was written, which is why hyper-util retries
+/// such requests on another connection. A call to a peer whose connection had just
+/// broken fails this way, and must count as never sent, not as an unknown outcome.
+fn never_started(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// Why a call failed, as far as whether the peer may have acted on it.
 #[derive(Debug)]
 enum Failure {
@@ -210,5 +229,51 @@ fn op_name(request: &PeerRequest) -> &'static str {
         PeerRequest::Merge { .. } => "merge",
         PeerRequest::Hint { .. } => "hint",
         PeerRequest::Write { .. } => "write",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that wraps `cause`, as hyper-util's client error wraps hyper's.
+    #[derive(Debug)]
+    struct Wrapper(hyper::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// A hyper error from a request that never left: its connection is gone.
+    async fn canceled_error() -> hyper::Error {
+        let (io, _peer) = tokio::io::duplex(1024);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
+            hyper_util::rt::TokioIo::new(io),
+        )
+        .await
+        .unwrap();
+        drop(connection);
+        let request = Request::get("/").body(Full::new(Bytes::new())).unwrap();
+        sender.send_request(request).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_request_hyper_gave_back_unstarted_counts_as_never_sent() {
+        // A canceled hyper error is recognised directly and behind a wrapper; any other
+        // error (here an I/O error, which may come after the request was written) is not.
+        let canceled = canceled_error().await;
+        assert!(canceled.is_canceled(), "{canceled:?}");
+        assert!(never_started(&Wrapper(canceled)));
+        assert!(never_started(&canceled_error().await));
+        let other = std::io::Error::other("connection reset");
+        assert!(!never_started(&other));
     }
 }
