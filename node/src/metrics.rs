@@ -19,6 +19,9 @@ const LATENCY_BUCKETS_S: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Calls per peer message: 1 to the protocol's limit of 256.
+const BATCH_CALLS_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder once and returns the handle that renders it.
@@ -28,6 +31,11 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_S)
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(crate::net::PEER_BATCH_CALLS.into()),
+                    BATCH_CALLS_BUCKETS,
+                )
                 .expect("bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -52,6 +60,10 @@ fn describe() {
     metrics::describe_counter!(
         CORRUPT_RECORDS,
         "Stored records that failed their integrity check."
+    );
+    metrics::describe_histogram!(
+        crate::net::PEER_BATCH_CALLS,
+        "Calls per message sent to a peer (reads, merges and hints are batched)."
     );
     metrics::describe_gauge!(HINTS_PENDING, "Hints kept for other nodes.");
     metrics::describe_counter!(

@@ -1,8 +1,11 @@
 //! The calling side of peer RPC: one HTTP/2 client for the whole node, which keeps one
-//! multiplexed connection per peer and reconnects when it breaks.
+//! multiplexed connection per peer and reconnects when it breaks, and one batcher per
+//! peer that gathers concurrent calls into one message.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -12,7 +15,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ringkv_client::error::error_chain;
+use tokio::time::Instant;
 
+use super::batch::Batcher;
 use super::message::{Envelope, MESSAGE_MAX_BYTES, PROTOCOL_VERSION, PeerRequest, PeerResponse};
 use super::{PEER_CALL_DURATION, PEER_CALLS, RPC_PATH, wire_config};
 use crate::{Error, Result};
@@ -32,12 +37,14 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 const REASON_MAX_BYTES: usize = 1024;
 
 /// Calls other nodes. Built once per node and cloned freely (clones share the
-/// connections): every call to one peer goes over one HTTP/2 connection.
+/// connections and the batchers): every call to one peer goes over one HTTP/2
+/// connection, and reads, merges and hints to one peer travel in batches (see
+/// [`super::batch`]).
 #[derive(Debug, Clone)]
 pub struct PeerClient {
-    /// This node's id, sent in every envelope.
-    local_id: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    transport: Transport,
+    /// One batcher per peer, started on the first call to it.
+    batchers: Arc<Mutex<HashMap<SocketAddr, Batcher>>>,
 }
 
 impl PeerClient {
@@ -67,7 +74,13 @@ impl PeerClient {
             // Merges carry whole values: grow the windows past the 64 KiB default.
             .http2_adaptive_window(true)
             .build(connector);
-        Self { local_id, client }
+        Self {
+            transport: Transport {
+                local_id: local_id.into(),
+                client,
+            },
+            batchers: Arc::default(),
+        }
     }
 
     /// Sends `request` to the node at `peer` and waits at most `timeout` for its answer.
@@ -86,10 +99,9 @@ impl PeerClient {
     ) -> Result<PeerResponse> {
         let op = op_name(&request);
         let started = Instant::now();
-        // hyper-util's client has no per-request timeout; dropping the call on timeout
-        // resets its stream, which tells the peer to stop working on it.
+        let deadline = started + timeout;
         let (outcome, result) =
-            match tokio::time::timeout(timeout, self.exchange(peer, request)).await {
+            match tokio::time::timeout(timeout, self.send(peer, request, deadline)).await {
                 Ok(Ok(response)) => ("ok", Ok(response)),
                 Ok(Err(failure)) => ("error", Err(failure)),
                 Err(_) => (
@@ -112,14 +124,56 @@ impl PeerClient {
         })
     }
 
-    /// One call without its timeout.
-    async fn exchange(
+    /// One call without its timeout: in a batch, or alone for a forwarded write.
+    async fn send(
         &self,
         peer: SocketAddr,
         request: PeerRequest,
+        deadline: Instant,
     ) -> Result<PeerResponse, Failure> {
-        self.try_exchange(peer, request)
+        if matches!(request, PeerRequest::Write { .. }) {
+            // A forwarded write waits for a quorum of its own: in a batch it would
+            // hold up every call that shares it.
+            let mut answers = self.transport.exchange(peer, vec![request]).await?;
+            return Ok(answers.pop().expect("exchange checks the answer count"));
+        }
+        let batcher = {
+            let mut batchers = self.batchers.lock().expect("no panic holds this lock");
+            batchers
+                .entry(peer)
+                .or_insert_with(|| Batcher::start(self.transport.clone(), peer))
+                .clone()
+        };
+        batcher.call(request, deadline).await
+    }
+}
+
+/// Sends messages (batches of calls) to peers: the HTTP/2 client and this node's id.
+#[derive(Debug, Clone)]
+pub(super) struct Transport {
+    /// This node's id, sent in every envelope.
+    local_id: Arc<str>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Transport {
+    /// Sends `requests` to `peer` in one message and returns their answers, in order.
+    /// The error says whether the peer may have acted on them.
+    pub(super) async fn exchange(
+        &self,
+        peer: SocketAddr,
+        requests: Vec<PeerRequest>,
+    ) -> Result<Vec<PeerResponse>, Failure> {
+        let count = requests.len();
+        self.try_exchange(peer, requests)
             .await
+            .and_then(|answers| {
+                if answers.len() == count {
+                    Ok(answers)
+                } else {
+                    Err((true, format!("{} answers to {count} calls", answers.len())))
+                }
+            })
             .map_err(|(sent, reason)| {
                 if sent {
                     Failure::Unknown(reason)
@@ -133,14 +187,14 @@ impl PeerClient {
     async fn try_exchange(
         &self,
         peer: SocketAddr,
-        request: PeerRequest,
-    ) -> Result<PeerResponse, (bool, String)> {
+        requests: Vec<PeerRequest>,
+    ) -> Result<Vec<PeerResponse>, (bool, String)> {
         let unsent = |reason: String| (false, reason);
         let sent = |reason: String| (true, reason);
         let envelope = Envelope {
             version: PROTOCOL_VERSION,
-            from: self.local_id.clone(),
-            body: request,
+            from: self.local_id.to_string(),
+            body: requests,
         };
         let encoded = bincode::encode_to_vec(&envelope, wire_config())
             .map_err(|e| unsent(format!("the request could not be encoded: {e}")))?;
@@ -182,8 +236,8 @@ impl PeerClient {
             .await
             .map_err(|e| sent(format!("the answer could not be read: {e}")))?
             .to_bytes();
-        let (answer, used_bytes) =
-            bincode::decode_from_slice::<PeerResponse, _>(&body, wire_config())
+        let (answers, used_bytes) =
+            bincode::decode_from_slice::<Vec<PeerResponse>, _>(&body, wire_config())
                 .map_err(|e| sent(format!("undecodable answer: {e}")))?;
         if used_bytes != body.len() {
             return Err(sent(format!(
@@ -191,7 +245,7 @@ impl PeerClient {
                 body.len() - used_bytes
             )));
         }
-        Ok(answer)
+        Ok(answers)
     }
 }
 
@@ -214,8 +268,8 @@ fn never_started(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Why a call failed, as far as whether the peer may have acted on it.
-#[derive(Debug)]
-enum Failure {
+#[derive(Debug, Clone)]
+pub(super) enum Failure {
     /// Nothing reached the peer (no connection, or refused before sending).
     NotSent(String),
     /// The request may have reached the peer and been acted on.

@@ -8,8 +8,12 @@ use bincode::{Decode, Encode};
 
 use crate::version::{Clock, VersionVector};
 
-/// Version of the peer protocol; a peer speaking another one is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version of the peer protocol; a peer speaking another one is refused. Version 2
+/// carries a batch of calls in each message.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// Most calls in one message: a message with more (or none) is refused whole.
+pub const BATCH_CALLS_MAX: usize = 256;
 
 /// Largest encoded message accepted: 64 siblings of the largest value plus room.
 pub const MESSAGE_MAX_BYTES: usize = 96 * 1024 * 1024;
@@ -56,6 +60,26 @@ pub enum PeerRequest {
     },
 }
 
+impl PeerRequest {
+    /// Roughly how many bytes the request carries (key and values), to bound what one
+    /// batch holds without encoding it twice.
+    pub fn payload_bytes(&self) -> usize {
+        let clock_bytes = |clock: &Clock| {
+            clock
+                .values()
+                .map(|v| v.data.as_ref().map_or(0, Vec::len))
+                .sum::<usize>()
+        };
+        match self {
+            PeerRequest::Read { key } => key.len(),
+            PeerRequest::Merge { key, clock, .. } | PeerRequest::Hint { key, clock, .. } => {
+                key.len() + clock_bytes(clock)
+            }
+            PeerRequest::Write { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
+        }
+    }
+}
+
 /// Why a peer could not do what it was asked.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum PeerErrorKind {
@@ -84,7 +108,9 @@ pub enum PeerResponse {
     },
 }
 
-/// The envelope of every request: the protocol version and the sender's node id.
+/// The envelope of every message: the protocol version and the sender's node id. A
+/// message carries a batch of calls (`Envelope<Vec<PeerRequest>>`) and is answered by
+/// as many answers in the same order (`Vec<PeerResponse>`).
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct Envelope<T> {
     pub version: u16,

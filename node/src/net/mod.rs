@@ -7,26 +7,33 @@
 //! The node's own replica is never called through here: the coordinator calls it
 //! directly.
 //!
-//! A call is one `POST /rpc`: the body is an [`message::Envelope`] (protocol version,
-//! sender id, [`PeerRequest`]), the answer a [`PeerResponse`] with status 200. The
-//! [`server`](serve) answers anything it cannot read (wrong version, undecodable, over
-//! [`message::MESSAGE_MAX_BYTES`]) with a 400 and a plain-text reason, and counts it;
-//! it never trusts a length prefix, since every decode is bounded. The [`PeerClient`]
-//! turns every failure (unreachable, timed out, refused, garbage) into
-//! [`crate::Error::Peer`]: to the coordinator a peer either answered or did not.
+//! A message is one `POST /rpc`: the body is an [`message::Envelope`] (protocol
+//! version, sender id, a batch of [`PeerRequest`]s), the answer as many
+//! [`PeerResponse`]s in the same order, with status 200. Reads, merges and hints to one
+//! peer are gathered into batches by a task per peer ([`batch`]): one HTTP/2 call costs
+//! far more than the work it carries, and under load many calls wait for the same
+//! peer. The [`server`](serve) answers anything it cannot read (wrong version,
+//! undecodable, over [`message::MESSAGE_MAX_BYTES`] or [`message::BATCH_CALLS_MAX`])
+//! with a 400 and a plain-text reason, and counts it; it never trusts a length prefix,
+//! since every decode is bounded. The [`PeerClient`] tells a call that was never sent
+//! ([`crate::Error::PeerUnreachable`]: the caller may go to another node) from one
+//! whose outcome is unknown ([`crate::Error::Peer`]: timed out, failed mid-way,
+//! refused, garbage).
 //!
 //! Caveats:
 //! - No authentication yet: anyone who reaches the cluster port can read and write
 //!   through it, and the envelope's `from` is the sender's claim. A shared cluster key
 //!   (`--cluster-key-file`, design.md §5) is a later issue; until then the port must be
 //!   on a trusted network.
-//! - A caller that gives up (its timeout) resets its HTTP/2 stream, and hyper then drops
-//!   the handler's future at its next `.await`: a [`PeerHandler`] must leave state
-//!   consistent at every await point, or spawn the work that must finish.
+//! - A message whose every caller gave up (their timeouts) resets its HTTP/2 stream,
+//!   and hyper then drops the handler's futures at their next `.await`: a
+//!   [`PeerHandler`] must leave state consistent at every await point, or spawn the
+//!   work that must finish.
 //! - Memory is bounded per message, not per node: 1024 connections of 256 streams, each
 //!   allowed a full-size message, is more than any machine has. Peers are few, so this
 //!   is a limit against accidents, not against a hostile peer.
 
+mod batch;
 mod client;
 pub mod message;
 mod server;
@@ -43,8 +50,10 @@ use message::MESSAGE_MAX_BYTES;
 pub const PEER_CALLS: &str = "ringkv_peer_calls_total";
 /// Call latency in seconds, labelled by `op`; every call, whatever its outcome.
 pub const PEER_CALL_DURATION: &str = "ringkv_peer_call_duration_seconds";
+/// Calls per message sent (a histogram): how well [`batch`] gathers calls.
+pub const PEER_BATCH_CALLS: &str = "ringkv_peer_batch_calls";
 /// Requests the peer server refused unread, labelled by `reason` (version, decode,
-/// too_large, body, timeout, route).
+/// too_large, batch, body, timeout, route).
 pub const PEER_BAD_REQUESTS: &str = "ringkv_peer_bad_requests_total";
 
 /// The one path peers call.

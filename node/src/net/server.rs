@@ -22,7 +22,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::message::{Envelope, MESSAGE_MAX_BYTES, PROTOCOL_VERSION, PeerRequest, PeerResponse};
+use super::message::{
+    BATCH_CALLS_MAX, Envelope, MESSAGE_MAX_BYTES, PROTOCOL_VERSION, PeerRequest, PeerResponse,
+};
 use super::{PEER_BAD_REQUESTS, RPC_PATH, wire_config};
 
 /// What a node does with its peers' requests (the coordinator and the replica, wired by
@@ -169,8 +171,16 @@ async fn call(
     let envelope = decode_request(&body)?;
     // Free the request's bytes before the handler runs: they can be large.
     drop(body);
-    let response = handler.handle(&envelope.from, envelope.body).await;
-    let encoded = match bincode::encode_to_vec(&response, wire_config()) {
+    let from = envelope.from;
+    // The calls of a batch run concurrently, in this task, and are answered together.
+    let responses = futures::future::join_all(
+        envelope
+            .body
+            .into_iter()
+            .map(|request| handler.handle(&from, request)),
+    )
+    .await;
+    let encoded = match bincode::encode_to_vec(&responses, wire_config()) {
         Ok(encoded) => encoded,
         // Only a hand-written Encode could fail; none of the messages has one.
         Err(e) => {
@@ -233,7 +243,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
 
 /// Decodes a call, version first: a peer of another version may have changed
 /// everything after it, and deserves to be told the version rather than "undecodable".
-fn decode_request(bytes: &[u8]) -> Result<Envelope<PeerRequest>, Refusal> {
+fn decode_request(bytes: &[u8]) -> Result<Envelope<Vec<PeerRequest>>, Refusal> {
     let undecodable = |e: bincode::error::DecodeError| match e {
         // A length prefix that claims more than a message may hold.
         bincode::error::DecodeError::LimitExceeded => Refusal::new(
@@ -259,7 +269,7 @@ fn decode_request(bytes: &[u8]) -> Result<Envelope<PeerRequest>, Refusal> {
         ));
     }
     let (envelope, used_bytes) =
-        bincode::decode_from_slice::<Envelope<PeerRequest>, _>(bytes, wire_config())
+        bincode::decode_from_slice::<Envelope<Vec<PeerRequest>>, _>(bytes, wire_config())
             .map_err(undecodable)?;
     if used_bytes != bytes.len() {
         return Err(Refusal::new(
@@ -269,6 +279,14 @@ fn decode_request(bytes: &[u8]) -> Result<Envelope<PeerRequest>, Refusal> {
                 "undecodable request: {} bytes after the message",
                 bytes.len() - used_bytes
             ),
+        ));
+    }
+    let calls = envelope.body.len();
+    if !(1..=BATCH_CALLS_MAX).contains(&calls) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "batch",
+            format!("a message of {calls} calls; a message holds 1 to {BATCH_CALLS_MAX}"),
         ));
     }
     Ok(envelope)
@@ -327,15 +345,15 @@ fn text_response(status: StatusCode, mut message: String) -> Response<Full<Bytes
 mod tests {
     use super::*;
 
-    fn encode(envelope: &Envelope<PeerRequest>) -> Vec<u8> {
+    fn encode(envelope: &Envelope<Vec<PeerRequest>>) -> Vec<u8> {
         bincode::encode_to_vec(envelope, wire_config()).unwrap()
     }
 
-    fn read(key: &[u8]) -> Envelope<PeerRequest> {
+    fn read(key: &[u8]) -> Envelope<Vec<PeerRequest>> {
         Envelope {
             version: PROTOCOL_VERSION,
             from: "a".into(),
-            body: PeerRequest::Read { key: key.to_vec() },
+            body: vec![PeerRequest::Read { key: key.to_vec() }],
         }
     }
 
@@ -344,6 +362,22 @@ mod tests {
         // A well-formed call decodes to exactly what was sent.
         let sent = read(b"k");
         assert_eq!(decode_request(&encode(&sent)).unwrap(), sent);
+    }
+
+    #[test]
+    fn refuses_an_empty_or_oversized_batch() {
+        // A message must carry 1 to BATCH_CALLS_MAX calls; any other count is refused
+        // whole, by name, and a full batch is accepted.
+        let mut sent = read(b"k");
+        sent.body.clear();
+        let refusal = decode_request(&encode(&sent)).unwrap_err();
+        assert_eq!(refusal.metric_reason, "batch");
+        sent.body = vec![PeerRequest::Read { key: b"k".to_vec() }; BATCH_CALLS_MAX];
+        assert_eq!(decode_request(&encode(&sent)).unwrap(), sent);
+        sent.body.push(PeerRequest::Read { key: b"k".to_vec() });
+        let refusal = decode_request(&encode(&sent)).unwrap_err();
+        assert_eq!(refusal.metric_reason, "batch");
+        assert!(refusal.message.contains("calls"), "{}", refusal.message);
     }
 
     #[test]

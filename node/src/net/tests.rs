@@ -340,7 +340,8 @@ async fn garbage_is_refused_and_the_server_carries_on() {
         server.addr,
         Method::POST,
         "/rpc",
-        b"\x01\xff\xfe not bincode".to_vec(),
+        // This version (one varint byte), then garbage.
+        [&[PROTOCOL_VERSION as u8, 0xff, 0xfe][..], b" not bincode"].concat(),
         None,
     )
     .await;
@@ -387,7 +388,7 @@ async fn another_protocol_version_is_refused() {
     let envelope = Envelope {
         version: PROTOCOL_VERSION + 1,
         from: "node-z".to_owned(),
-        body: read("k"),
+        body: vec![read("k")],
     };
     let body = bincode::encode_to_vec(&envelope, wire_config()).unwrap();
     let (status, reason) = raw_call(server.addr, Method::POST, "/rpc", body, None).await;
@@ -431,6 +432,78 @@ async fn a_refusal_or_a_garbled_answer_is_a_peer_error() {
     let garbling = fixed_answer_peer(StatusCode::OK, b"\xff\xff\xff").await;
     let reason = peer_reason(client.call(garbling, read("k"), CALL_TIMEOUT).await);
     assert!(reason.contains("undecodable answer"), "{reason}");
+
+    // A well-formed answer with no answer in it (an empty list) for one call.
+    let short = fixed_answer_peer(StatusCode::OK, b"\x00").await;
+    let reason = peer_reason(client.call(short, read("k"), CALL_TIMEOUT).await);
+    assert!(reason.contains("0 answers to 1 calls"), "{reason}");
+}
+
+#[tokio::test]
+async fn concurrent_calls_each_get_their_own_answer() {
+    // Hundreds of calls at once to one peer (batched, some slow) each get the answer
+    // to their own request, whatever batch they travelled in.
+    let fake = Fake::slow(Duration::from_millis(20));
+    let server = start(fake.clone()).await;
+    let client = PeerClient::new("node-a".into());
+    let calls = (0..300).map(|i| {
+        let client = client.clone();
+        let addr = server.addr;
+        let request = match i % 3 {
+            0 => read(&format!("slow-{i}")),
+            1 => read(&format!("k-{i}")),
+            _ => PeerRequest::Hint {
+                owner: format!("owner-{i}"),
+                key: format!("h-{i}").into_bytes(),
+                clock: clock_of(vec![i as u8]),
+                sync: false,
+            },
+        };
+        async move {
+            let answer = client.call(addr, request.clone(), CALL_TIMEOUT).await;
+            (request, answer)
+        }
+    });
+    for (request, answer) in futures::future::join_all(calls).await {
+        assert_eq!(answer.unwrap(), answer_for("node-a", request));
+    }
+    assert_eq!(fake.received.lock().unwrap().len(), 300);
+}
+
+#[tokio::test]
+async fn a_call_whose_caller_gave_up_before_it_left_is_never_sent() {
+    // With every message slot to the peer taken by slow calls, a new call waits for
+    // its batch; if its caller times out meanwhile, the call is dropped, not sent
+    // later, and the calls after it go through.
+    let fake = Fake::slow(Duration::from_millis(1500));
+    let server = start(fake.clone()).await;
+    let client = PeerClient::new("node-a".into());
+    let mut slow = Vec::new();
+    for i in 0..super::batch::BATCHES_IN_FLIGHT_MAX {
+        let (client, addr) = (client.clone(), server.addr);
+        let started = fake.started.notified();
+        slow.push(tokio::spawn(async move {
+            client
+                .call(addr, read(&format!("slow-{i}")), CALL_TIMEOUT)
+                .await
+        }));
+        started.await;
+    }
+    let result = client
+        .call(server.addr, read("gave-up"), Duration::from_millis(100))
+        .await;
+    assert!(peer_reason(result).contains("timed out"));
+    for call in slow {
+        call.await.unwrap().unwrap();
+    }
+    let answer = client.call(server.addr, read("after"), CALL_TIMEOUT).await;
+    assert_eq!(answer.unwrap(), answer_for("node-a", read("after")));
+    let received = fake.received.lock().unwrap();
+    assert!(
+        received.iter().all(|(_, r)| key_of(r) != b"gave-up"),
+        "{received:?}"
+    );
+    assert_eq!(received.len(), super::batch::BATCHES_IN_FLIGHT_MAX + 1);
 }
 
 #[tokio::test]
