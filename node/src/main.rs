@@ -7,6 +7,11 @@ use ringkv_node::config::{Cli, Command, Config};
 use ringkv_node::node::Node;
 use tokio::signal::unix::{SignalKind, signal};
 
+/// mimalloc rather than glibc's allocator: a node allocates for every request and
+/// peer call, and glibc's malloc and free took ~10% of a busy node's cycles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
