@@ -6,9 +6,9 @@
 //! of CPU on a 2-core machine against about 5 µs for the RocksDB work (see
 //! docs/benchmarks.md). A busy coordinator calls each peer thousands of times a second,
 //! so calls to one peer queue for its batcher, which sends what is waiting as one
-//! message, with at most [`BATCHES_IN_FLIGHT_MAX`] messages unanswered per peer. An
-//! idle peer gets each call at once, alone; under load, the calls that arrive while
-//! the messages in flight are answered travel together in the next one. The peer runs
+//! message, one message at a time per peer (a second only when the first is slow, see
+//! [`BATCHES_IN_FLIGHT_MAX`]). An idle peer gets each call at once, alone; under load,
+//! the calls that arrive while a message is answered travel together in the next one. The peer runs
 //! a message's calls concurrently and answers them all in one message.
 //!
 //! Caveats:
@@ -20,7 +20,9 @@
 //! - A call whose caller gave up (its timeout) before its message left is dropped,
 //!   never sent; once sent, the message runs until its latest caller's deadline.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -31,9 +33,13 @@ use super::PEER_BATCH_CALLS;
 use super::client::{Failure, Transport};
 use super::message::{BATCH_CALLS_MAX, PeerRequest, PeerResponse};
 
-/// Messages sent to one peer and not yet answered. More means smaller batches (each
-/// message leaves sooner); fewer, larger ones that wait for a message to come back.
+/// Messages sent to one peer and not yet answered. One at a time gathers the most
+/// calls per message; a second leaves only once the first has been out for
+/// [`SECOND_MESSAGE_AFTER`], so that one slow message (an fsync'ed merge, a large
+/// value) does not stall every call to its peer.
 pub(super) const BATCHES_IN_FLIGHT_MAX: usize = 2;
+/// How long the only message in flight may be out before a second one may leave.
+pub(super) const SECOND_MESSAGE_AFTER: Duration = Duration::from_millis(5);
 /// Payload (keys and values) above which a batch takes no more calls: large values go
 /// in messages of their own instead of delaying small calls.
 const BATCH_PAYLOAD_MAX_BYTES: usize = 1024 * 1024;
@@ -92,21 +98,46 @@ impl Batcher {
 /// messages are in flight, until every [`Batcher`] is dropped and the queue is empty.
 async fn run(transport: Transport, peer: SocketAddr, mut calls: mpsc::Receiver<Queued>) {
     let mut in_flight = FuturesUnordered::new();
+    // When each message in flight left, by id, oldest first.
+    let mut sent_at: VecDeque<(u64, Instant)> = VecDeque::new();
+    let mut next_id = 0u64;
     // A call that did not fit the last batch: the first of the next.
     let mut held: Option<Queued> = None;
     loop {
+        let now = Instant::now();
+        let oldest = sent_at.front().map(|(_, at)| *at);
+        let may_send = may_send(sent_at.len(), oldest.map(|at| now - at));
+        // When the oldest message will have been out long enough for another to leave.
+        let second_at = oldest
+            .filter(|_| !may_send && sent_at.len() < BATCHES_IN_FLIGHT_MAX)
+            .map(|at| at + SECOND_MESSAGE_AFTER);
         tokio::select! {
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            first = next_call(&mut held, &mut calls), if in_flight.len() < BATCHES_IN_FLIGHT_MAX => {
+            Some(id) = in_flight.next(), if !in_flight.is_empty() => {
+                sent_at.retain(|(sent, _)| *sent != id);
+            }
+            () = tokio::time::sleep_until(second_at.unwrap_or(now)), if second_at.is_some() => {}
+            first = next_call(&mut held, &mut calls), if may_send => {
                 let Some(first) = first else { break };
                 let batch = gather(first, || calls.try_recv().ok(), &mut held);
                 if !batch.is_empty() {
-                    in_flight.push(send(transport.clone(), peer, batch));
+                    next_id += 1;
+                    sent_at.push_back((next_id, Instant::now()));
+                    in_flight.push(send(transport.clone(), peer, batch, next_id));
                 }
             }
         }
     }
     while in_flight.next().await.is_some() {}
+}
+
+/// Whether another message may leave, with `in_flight` out and the oldest of them out
+/// for `oldest_age`.
+fn may_send(in_flight: usize, oldest_age: Option<Duration>) -> bool {
+    match in_flight {
+        0 => true,
+        n if n >= BATCHES_IN_FLIGHT_MAX => false,
+        _ => oldest_age.is_some_and(|age| age >= SECOND_MESSAGE_AFTER),
+    }
 }
 
 /// The held call if there is one, else the next call to arrive (`None` once the queue
@@ -152,7 +183,8 @@ fn gather(
 }
 
 /// Sends one batch and hands each caller its answer, or the batch's failure.
-async fn send(transport: Transport, peer: SocketAddr, batch: Vec<Queued>) {
+/// Returns `id` once every caller has its answer.
+async fn send(transport: Transport, peer: SocketAddr, batch: Vec<Queued>, id: u64) -> u64 {
     metrics::histogram!(PEER_BATCH_CALLS).record(batch.len() as f64);
     let deadline = batch
         .iter()
@@ -182,13 +214,11 @@ async fn send(transport: Transport, peer: SocketAddr, batch: Vec<Queued>) {
             }
         }
     }
+    id
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-    use std::time::Duration;
-
     use super::*;
     use crate::version::{Actor, Clock, VersionVector, Versioned};
 
@@ -231,6 +261,20 @@ mod tests {
                 _ => "merge".into(),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_second_message_leaves_only_when_the_first_is_slow() {
+        // Nothing in flight: send. One in flight: wait until it has been out for
+        // SECOND_MESSAGE_AFTER. The cap: never more.
+        assert!(may_send(0, None));
+        assert!(!may_send(1, Some(Duration::ZERO)));
+        assert!(!may_send(1, Some(SECOND_MESSAGE_AFTER / 2)));
+        assert!(may_send(1, Some(SECOND_MESSAGE_AFTER)));
+        assert!(!may_send(
+            BATCHES_IN_FLIGHT_MAX,
+            Some(SECOND_MESSAGE_AFTER * 100)
+        ));
     }
 
     #[test]
