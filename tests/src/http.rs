@@ -365,6 +365,14 @@ impl Api {
             .await
     }
 
+    /// `GET /metrics`, summed for `name` over all its labels (0 if absent); panics
+    /// unless it answers 200.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let resp = self.get_path("/metrics").await;
+        resp.assert_status(200);
+        metric_sum(&resp.text(), name)
+    }
+
     /// `/kv/{key}` with `query` appended when non-empty.
     pub fn kv_path(key: &[u8], query: &str) -> String {
         with_query(format!("/kv/{}", encode_key(key)), query)
@@ -522,9 +530,37 @@ pub fn unb64(text: &str) -> Vec<u8> {
     }
 }
 
+/// Sums every sample of `name` (any labels) in a Prometheus text answer; 0 if absent.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = if rest.starts_with('{') {
+                rest.split_once('}')?.1
+            } else if rest.starts_with(' ') {
+                rest
+            } else {
+                return None;
+            };
+            value.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .fold(0.0, |sum, v| sum + v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_sum_adds_every_label_set_of_exactly_that_name() {
+        // Samples with and without labels add up; comments, longer names sharing the
+        // prefix and absent names do not count.
+        let text = "# TYPE x counter\nx{op=\"a\"} 2\nx{op=\"b\"} 3.5\nx_total 100\nx 1\n";
+        assert_eq!(metric_sum(text, "x"), 6.5);
+        assert_eq!(metric_sum(text, "x_total"), 100.0);
+        assert_eq!(metric_sum(text, "y"), 0.0);
+    }
 
     #[test]
     fn encode_key_keeps_only_unreserved_bytes() {

@@ -861,14 +861,9 @@ async fn a_read_asks_another_replica_when_one_is_paused() {
         assert_eq!(get.body[..], key[..], "{get}");
     }
     cluster.node(2).resume().unwrap();
-    let metrics = api.get_path("/metrics").await.text();
-    let speculative: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ringkv_speculative_reads_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let speculative = api.metric("ringkv_speculative_reads_total").await;
     assert!(
         speculative >= 1.0,
-        "no speculative read counted: every key's second replica was n3?\n{metrics}"
+        "no speculative read counted ({speculative}): every key's second replica was n3?"
     );
 }

@@ -293,31 +293,6 @@ async fn wait_hints_drained(cluster: &mut TestCluster, owner: &str, deadline: In
     }
 }
 
-/// Sums every sample of `name` (any labels) in a Prometheus text answer; 0 if absent.
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let value = if rest.starts_with('{') {
-                rest.split_once('}')?.1
-            } else if rest.starts_with(' ') {
-                rest
-            } else {
-                return None;
-            };
-            value.split_whitespace().next()?.parse::<f64>().ok()
-        })
-        .fold(0.0, |sum, v| sum + v)
-}
-
-/// `GET /metrics` of one node, summed for `name`; panics unless it answers 200.
-async fn metric(api: &Api, name: &str) -> f64 {
-    let resp = api.get_path("/metrics").await;
-    resp.assert_status(200);
-    metric_sum(&resp.text(), name)
-}
-
 /// What [`hinted_write`] set up: a key written with `w=3` while one home replica
 /// was down, so a stand-in took its copy as a hint.
 struct HintedWrite {
@@ -561,8 +536,8 @@ async fn read_repair_alone_brings_a_returned_replica_up_to_date() {
     );
 
     let repairs_before = [
-        metric(&live[0], READ_REPAIRS).await,
-        metric(&live[1], READ_REPAIRS).await,
+        live[0].metric(READ_REPAIRS).await,
+        live[1].metric(READ_REPAIRS).await,
     ];
     for i in 0..KEYS {
         let get = live[i % 2].get_with(&key(i), "r=3").await;
@@ -595,7 +570,7 @@ async fn read_repair_alone_brings_a_returned_replica_up_to_date() {
         if Instant::now() >= deadline {
             let mut skipped = Vec::new();
             for api in &live {
-                skipped.push(metric(api, READ_REPAIRS_SKIPPED).await);
+                skipped.push(api.metric(READ_REPAIRS_SKIPPED).await);
             }
             panic!(
                 "{REPAIR_WITHIN:?} after one r=3 read of each key, n3 still lacks {} of {KEYS} \
@@ -612,8 +587,8 @@ async fn read_repair_alone_brings_a_returned_replica_up_to_date() {
     );
 
     let repairs_after = [
-        metric(&live[0], READ_REPAIRS).await,
-        metric(&live[1], READ_REPAIRS).await,
+        live[0].metric(READ_REPAIRS).await,
+        live[1].metric(READ_REPAIRS).await,
     ];
     let sent = (repairs_after[0] + repairs_after[1]) - (repairs_before[0] + repairs_before[1]);
     assert!(
