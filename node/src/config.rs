@@ -115,11 +115,17 @@ pub struct NodeArgs {
     /// Most HTTP connections served at once; further ones wait to be accepted.
     #[arg(long, env = "RINGKV_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Threads that serve requests and peer calls (default: one per core). Nodes that
+    /// share a machine serve more with their share of its cores than with a thread
+    /// per core each (docs/benchmarks.md).
+    #[arg(long, env = "RINGKV_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }
 
 /// Upper bounds that keep a typo from becoming an outage.
 const TIMEOUT_MS_MAX: u64 = 600_000;
 const N_MAX: usize = 16;
+const WORKER_THREADS_MAX: usize = 1024;
 
 /// The checked configuration of a node.
 #[derive(Debug, Clone)]
@@ -142,6 +148,8 @@ pub struct Config {
     pub timeout: Duration,
     pub block_cache_bytes: usize,
     pub max_connections: usize,
+    /// Worker threads of the node's async runtime.
+    pub worker_threads: usize,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     /// How long a client may take to send a request's headers.
@@ -225,6 +233,10 @@ impl Config {
         check(args.max_connections >= 1, || {
             "--max-connections must be at least 1".into()
         })?;
+        let worker_threads = args.worker_threads.unwrap_or_else(cores);
+        check((1..=WORKER_THREADS_MAX).contains(&worker_threads), || {
+            format!("--worker-threads {worker_threads}: must be 1..={WORKER_THREADS_MAX}")
+        })?;
         for seed in &args.join {
             check(parse_host_port(seed).is_some(), || {
                 format!("--join {seed:?}: expected host:port")
@@ -261,10 +273,16 @@ impl Config {
             timeout: Duration::from_millis(args.timeout_ms),
             block_cache_bytes: args.block_cache_mb * 1024 * 1024,
             max_connections: args.max_connections,
+            worker_threads,
             drain_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_millis(args.header_timeout_ms),
         })
     }
+}
+
+/// The cores this process may run on (1 when that cannot be known).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Splits `host:port` (host may be a name, an IPv4 or a bracketed IPv6 address).
@@ -309,6 +327,23 @@ mod tests {
                 .unwrap()
                 .hinted_handoff
         );
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_cores_and_zero_is_refused() {
+        // No --worker-threads means a thread per core; 0 would start a node that serves nothing.
+        assert_eq!(
+            Config::from_args(args(&[])).unwrap().worker_threads,
+            cores()
+        );
+        assert_eq!(
+            Config::from_args(args(&["--worker-threads", "1"]))
+                .unwrap()
+                .worker_threads,
+            1
+        );
+        let err = Config::from_args(args(&["--worker-threads", "0"])).unwrap_err();
+        assert!(err.to_string().contains("--worker-threads 0"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 /// Most nodes a dev cluster may have (ports and memory of one machine).
 const DEV_NODES_MAX: usize = 9;
 
-/// Flags of node `i` (1-based) of a dev cluster of `count` nodes.
+/// Flags of node `i` (1-based) of a dev cluster of `count` nodes. The nodes share this
+/// machine, so each gets its share of the cores as worker threads.
 pub fn node_args(args: &DevArgs, i: usize, count: usize) -> Vec<String> {
     let n = count.min(3);
     let majority = n / 2 + 1;
@@ -34,6 +35,8 @@ pub fn node_args(args: &DevArgs, i: usize, count: usize) -> Vec<String> {
         majority.to_string(),
         "--w".to_owned(),
         majority.to_string(),
+        "--worker-threads".to_owned(),
+        (crate::config::cores() / count).max(1).to_string(),
     ];
     if i > 1 {
         argv.extend([

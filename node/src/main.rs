@@ -21,22 +21,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let result = match cli.command {
-        Some(Command::Dev(args)) => runtime.block_on(ringkv_node::dev::run(args)),
-        None => match Config::from_args(cli.node) {
-            Ok(config) => runtime.block_on(run(config)),
-            Err(e) => Err(e),
-        },
+        // The dev supervisor only waits on its children: one thread does.
+        Some(Command::Dev(args)) => {
+            runtime(1).and_then(|rt| rt.block_on(ringkv_node::dev::run(args)))
+        }
+        None => Config::from_args(cli.node)
+            .and_then(|config| runtime(config.worker_threads)?.block_on(run(config))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -45,6 +36,14 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn runtime(worker_threads: usize) -> ringkv_node::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .enable_all()
+        .build()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start the runtime: {e}")))?)
 }
 
 async fn run(config: Config) -> ringkv_node::Result<()> {
