@@ -23,8 +23,9 @@ pub const EXIT_ERROR: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "ringkv", version)]
 pub struct Cli {
-    /// Node base URLs, comma-separated or repeated; each request starts at the next
-    /// node in turn and fails over to the others.
+    /// Node base URLs, comma-separated or repeated. get/put/delete/status start each
+    /// request at the next node in turn and fail over to the others; `bench` spreads
+    /// its connections over them, and each connection stays with its node.
     #[arg(
         long,
         global = true,
@@ -34,8 +35,8 @@ pub struct Cli {
     )]
     pub nodes: Vec<String>,
 
-    /// Client-side limit on one attempt at one node, in milliseconds; when it passes
-    /// the client tries the next node.
+    /// Client-side limit on one attempt at one node, in milliseconds; when it passes,
+    /// get/put/delete/status try the next node and `bench` counts an error.
     #[arg(
         long,
         global = true,
