@@ -259,7 +259,12 @@ impl Coordinator {
                     // Replicas asked and not failed; the unasked are not waited for.
                     let expected = tracker.reachable() - (remote.len() - asked);
                     drop(tx);
-                    self.spawn_read_repair(key, live, answers, expected, replies);
+                    // The usual case: every replica asked has answered, all alike.
+                    let repair_needed = answers.len() < expected
+                        || answers.iter().any(|(_, clock)| *clock != merged);
+                    if repair_needed {
+                        self.spawn_read_repair(key, live, answers, expected, replies);
+                    }
                     return Ok(merged);
                 }
                 Progress::Failed => {
