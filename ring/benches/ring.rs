@@ -56,52 +56,42 @@ fn token(c: &mut Criterion) {
     group.finish();
 }
 
-fn preference_list(c: &mut Criterion) {
-    let tokens = tokens();
-    let mut group = c.benchmark_group("preference_list");
+/// Benchmarks `lookup(ring, i)` on a ring of each of [`MEMBER_COUNTS`], `i` cycling
+/// through the [`KEY_COUNT`] key indexes.
+fn per_ring_size<R>(c: &mut Criterion, name: &str, lookup: impl Fn(&Ring, usize) -> R) {
+    let mut group = c.benchmark_group(name);
     for count in MEMBER_COUNTS {
         let ring = Ring::new(VNODES, members(count));
         group.bench_with_input(BenchmarkId::new("members", count), &ring, |b, ring| {
             let mut i = 0;
             b.iter(|| {
                 i = (i + 1) % KEY_COUNT;
-                ring.preference_list(black_box(tokens[i]), REPLICAS)
+                lookup(ring, i)
             })
         });
     }
     group.finish();
+}
+
+fn preference_list(c: &mut Criterion) {
+    let tokens = tokens();
+    per_ring_size(c, "preference_list", |ring, i| {
+        ring.preference_list(black_box(tokens[i]), REPLICAS)
+    });
 }
 
 fn candidates(c: &mut Criterion) {
     let tokens = tokens();
-    let mut group = c.benchmark_group("candidates");
-    for count in MEMBER_COUNTS {
-        let ring = Ring::new(VNODES, members(count));
-        group.bench_with_input(BenchmarkId::new("members", count), &ring, |b, ring| {
-            let mut i = 0;
-            b.iter(|| {
-                i = (i + 1) % KEY_COUNT;
-                ring.candidates(black_box(tokens[i]))
-            })
-        });
-    }
-    group.finish();
+    per_ring_size(c, "candidates", |ring, i| {
+        ring.candidates(black_box(tokens[i]))
+    });
 }
 
 fn placement(c: &mut Criterion) {
     let keys = keys();
-    let mut group = c.benchmark_group("placement");
-    for count in MEMBER_COUNTS {
-        let ring = Ring::new(VNODES, members(count));
-        group.bench_with_input(BenchmarkId::new("members", count), &ring, |b, ring| {
-            let mut i = 0;
-            b.iter(|| {
-                i = (i + 1) % KEY_COUNT;
-                ring.preference_list(Token::of(black_box(&keys[i])), REPLICAS)
-            })
-        });
-    }
-    group.finish();
+    per_ring_size(c, "placement", |ring, i| {
+        ring.preference_list(Token::of(black_box(&keys[i])), REPLICAS)
+    });
 }
 
 fn ring_build(c: &mut Criterion) {
