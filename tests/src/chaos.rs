@@ -56,7 +56,7 @@ use ringkv_client::wire::{ClusterBody, ReplicasBody};
 use crate::checker::{self, FinalKey, FinalRead, FinalState, ReplicaView, Report};
 use crate::harness::{NodeProcess, TestCluster};
 use crate::history::{History, Outcome, Recorder, Totals};
-use crate::http::{Api, HttpClient, empty, encode_key};
+use crate::http::{Api, HttpClient, empty, encode_key, wait_members_alive};
 use crate::netfault::{self, NetFaults, NodeIp};
 use crate::workload::{self, Rng, Targets, WorkloadConfig, key_name};
 
@@ -904,36 +904,6 @@ fn first_line(text: &str) -> String {
         out.push_str(" …");
     }
     out
-}
-
-/// Polls every node's `/health` until each sees `expected` members alive; `Err` with
-/// the laggards at `within`.
-pub async fn wait_members_alive(
-    apis: &[(String, Api)],
-    expected: usize,
-    within: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let mut lagging = Vec::new();
-        for (id, api) in apis {
-            match api.try_health().await {
-                Ok(h) if h.members_alive == expected => {}
-                Ok(h) => lagging.push(format!("{id}: {} alive", h.members_alive)),
-                Err(e) => lagging.push(format!("{id}: {e:#}")),
-            }
-        }
-        if lagging.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "members_alive did not reach {expected} within {within:?}: {}",
-                lagging.join("; ")
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// Polls every node's `/cluster` until none holds a hint; `Err` with the last counts

@@ -696,29 +696,16 @@ impl TestCluster {
         expected: usize,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut lagging = Vec::new();
-            for node in &mut self.nodes {
-                if !node.is_running() {
-                    continue;
-                }
-                match node.api().try_health().await {
-                    Ok(h) if h.members_alive == expected => {}
-                    Ok(h) => lagging.push(format!("{}: {} alive", node.id(), h.members_alive)),
-                    Err(e) => lagging.push(format!("{}: {e:#}", node.id())),
-                }
-            }
-            if lagging.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "members_alive did not reach {expected} within {timeout:?}: {}",
-                    lagging.join("; ")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let running: Vec<(String, Api)> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|node| {
+                node.is_running()
+                    .then(|| (node.id().to_owned(), node.api()))
+            })
+            .collect();
+        crate::http::wait_members_alive(&running, expected, timeout)
+            .await
+            .map_err(|e| anyhow!(e))
     }
 }

@@ -530,6 +530,36 @@ pub fn unb64(text: &str) -> Vec<u8> {
     }
 }
 
+/// Polls every node's `/health` until each sees `expected` members alive; `Err` with
+/// the laggards at `within`.
+pub async fn wait_members_alive(
+    apis: &[(String, Api)],
+    expected: usize,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let mut lagging = Vec::new();
+        for (id, api) in apis {
+            match api.try_health().await {
+                Ok(h) if h.members_alive == expected => {}
+                Ok(h) => lagging.push(format!("{id}: {} alive", h.members_alive)),
+                Err(e) => lagging.push(format!("{id}: {e:#}")),
+            }
+        }
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "members_alive did not reach {expected} within {within:?}: {}",
+                lagging.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Sums every sample of `name` (any labels) in a Prometheus text answer; 0 if absent.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
