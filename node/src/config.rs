@@ -109,6 +109,10 @@ pub struct NodeArgs {
     /// RocksDB block cache, in MiB.
     #[arg(long, env = "RINGKV_BLOCK_CACHE_MB", default_value_t = 64)]
     pub block_cache_mb: usize,
+    /// Cache of recently read records, decoded, in MiB (0: off). Saves a store read
+    /// per cached key; writes keep cached keys up to date.
+    #[arg(long, env = "RINGKV_RECORD_CACHE_MB", default_value_t = 64)]
+    pub record_cache_mb: u64,
     /// How long a client may take to send a request's headers, in milliseconds.
     #[arg(long, env = "RINGKV_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
@@ -126,6 +130,8 @@ pub struct NodeArgs {
 const TIMEOUT_MS_MAX: u64 = 600_000;
 const N_MAX: usize = 16;
 const WORKER_THREADS_MAX: usize = 1024;
+/// 1 TiB: past any machine's memory, short of overflowing a byte count.
+const RECORD_CACHE_MB_MAX: u64 = 1024 * 1024;
 
 /// The checked configuration of a node.
 #[derive(Debug, Clone)]
@@ -147,6 +153,8 @@ pub struct Config {
     pub max_siblings: usize,
     pub timeout: Duration,
     pub block_cache_bytes: usize,
+    /// Bytes of decoded records the replica caches (0: no cache).
+    pub record_cache_bytes: u64,
     pub max_connections: usize,
     /// Worker threads of the node's async runtime.
     pub worker_threads: usize,
@@ -230,6 +238,12 @@ impl Config {
         check(args.block_cache_mb >= 1, || {
             "--block-cache-mb must be at least 1".into()
         })?;
+        check(args.record_cache_mb <= RECORD_CACHE_MB_MAX, || {
+            format!(
+                "--record-cache-mb {}: must be 0..={RECORD_CACHE_MB_MAX}",
+                args.record_cache_mb
+            )
+        })?;
         check(args.max_connections >= 1, || {
             "--max-connections must be at least 1".into()
         })?;
@@ -272,6 +286,7 @@ impl Config {
             max_siblings: args.max_siblings,
             timeout: Duration::from_millis(args.timeout_ms),
             block_cache_bytes: args.block_cache_mb * 1024 * 1024,
+            record_cache_bytes: args.record_cache_mb * 1024 * 1024,
             max_connections: args.max_connections,
             worker_threads,
             drain_timeout: Duration::from_secs(10),
@@ -344,6 +359,16 @@ mod tests {
         );
         let err = Config::from_args(args(&["--worker-threads", "0"])).unwrap_err();
         assert!(err.to_string().contains("--worker-threads 0"), "{err}");
+    }
+
+    #[test]
+    fn record_cache_is_sized_in_mib_and_can_be_off() {
+        // The cache defaults to 64 MiB, 0 turns it off, and a size past any memory is refused.
+        let bytes = |a: &[&str]| Config::from_args(args(a)).map(|c| c.record_cache_bytes);
+        assert_eq!(bytes(&[]).unwrap(), 64 << 20);
+        assert_eq!(bytes(&["--record-cache-mb", "0"]).unwrap(), 0);
+        let err = bytes(&["--record-cache-mb", "99999999"]).unwrap_err();
+        assert!(err.to_string().contains("--record-cache-mb"), "{err}");
     }
 
     #[test]

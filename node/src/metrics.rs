@@ -76,6 +76,16 @@ fn describe() {
         "Bytes of hints kept for other nodes."
     );
     metrics::describe_counter!(HINTS_STORED, "Writes stored or merged as hints.");
+    metrics::describe_counter!(RECORD_CACHE_HITS, "Reads the record cache answered.");
+    metrics::describe_counter!(
+        RECORD_CACHE_MISSES,
+        "Reads the record cache could not answer."
+    );
+    metrics::describe_gauge!(RECORD_CACHE_ENTRIES, "Records in the record cache.");
+    metrics::describe_gauge!(
+        RECORD_CACHE_BYTES,
+        "Bytes the record cache counts against --record-cache-mb."
+    );
     metrics::describe_counter!(
         HINTS_DELIVERED,
         "Hints acknowledged by their owner and deleted."
@@ -106,6 +116,23 @@ pub fn http_request(op: &'static str, status: http::StatusCode, elapsed: Duratio
 /// Counts a record that failed its check.
 pub fn corrupt_record() {
     metrics::counter!(CORRUPT_RECORDS).increment(1);
+}
+
+/// Reads the record cache answered.
+pub const RECORD_CACHE_HITS: &str = "ringkv_record_cache_hits_total";
+/// Reads the record cache could not answer (the store was read).
+pub const RECORD_CACHE_MISSES: &str = "ringkv_record_cache_misses_total";
+/// Records in the cache (gauge).
+pub const RECORD_CACHE_ENTRIES: &str = "ringkv_record_cache_entries";
+/// Bytes the cache counts against `--record-cache-mb` (gauge).
+pub const RECORD_CACHE_BYTES: &str = "ringkv_record_cache_bytes";
+
+/// Publishes the record cache's counters (read from the cache when metrics are scraped).
+pub fn record_cache(stats: crate::replica::CacheStats) {
+    metrics::counter!(RECORD_CACHE_HITS).absolute(stats.hits);
+    metrics::counter!(RECORD_CACHE_MISSES).absolute(stats.misses);
+    metrics::gauge!(RECORD_CACHE_ENTRIES).set(stats.entries as f64);
+    metrics::gauge!(RECORD_CACHE_BYTES).set(stats.bytes as f64);
 }
 
 /// Read repairs sent to a stale or missing replica.

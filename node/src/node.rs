@@ -63,6 +63,7 @@ impl Node {
             backend.clone(),
             &config.id,
             config.max_siblings,
+            config.record_cache_bytes,
         )?);
         tracing::info!(node = %config.id, actor = ?*replica.actor(), data_dir = %config.data_dir.display(), "store open");
 

@@ -111,6 +111,25 @@ impl Clock {
         self.entries.iter().flat_map(|e| e.values.iter())
     }
 
+    /// Bytes the clock holds on the heap (its vectors' capacities, actor names and
+    /// values), for caches that bound their memory.
+    pub fn heap_bytes(&self) -> usize {
+        let entries = self.entries.capacity() * std::mem::size_of::<Entry>();
+        let per_entry: usize = self
+            .entries
+            .iter()
+            .map(|e| {
+                e.actor.node.capacity()
+                    + e.values.capacity() * std::mem::size_of::<Versioned>()
+                    + e.values
+                        .iter()
+                        .map(|v| v.data.as_ref().map_or(0, Vec::capacity))
+                        .sum::<usize>()
+            })
+            .sum();
+        entries + per_entry
+    }
+
     /// How many concurrent versions the clock keeps (tombstones count).
     pub fn value_count(&self) -> usize {
         self.entries.iter().map(|e| e.values.len()).sum()

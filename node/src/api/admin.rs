@@ -21,6 +21,7 @@ pub fn health(state: &ApiState) -> Response<Body> {
 }
 
 pub fn metrics(state: &ApiState) -> Response<Body> {
+    crate::metrics::record_cache(state.coordinator.record_cache_stats());
     reply::bytes(
         StatusCode::OK,
         "text/plain; version=0.0.4",

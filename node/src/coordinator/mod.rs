@@ -180,6 +180,11 @@ impl Coordinator {
     }
 
     /// Members currently alive, this node included.
+    /// The local replica's record cache counters.
+    pub fn record_cache_stats(&self) -> crate::replica::CacheStats {
+        self.replica.cache_stats()
+    }
+
     pub fn members_alive(&self) -> usize {
         self.cluster.view().members_alive()
     }

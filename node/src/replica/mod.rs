@@ -12,6 +12,12 @@
 //! next write to it would restart this actor's counter for that key and mint a dot
 //! that other replicas may already hold with another value. To rule that out, a write
 //! over a corrupt record first renews the replica's incarnation (a new actor).
+//!
+//! Reads go through a bounded [`RecordCache`] of decoded clocks (`--record-cache-mb`);
+//! it changes only under the key's lock stripe, so it never holds an older version than
+//! the store (see [`cache`]).
+
+pub mod cache;
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -19,6 +25,8 @@ use crate::error::{Error, Result};
 use crate::metrics;
 use crate::storage::{Backend, Cf, record};
 use crate::version::{Actor, Clock, VersionVector, Versioned};
+
+pub use cache::{CacheStats, RecordCache};
 
 /// Lock stripes for per-key read-modify-write; a power of two.
 const LOCK_STRIPES: usize = 1024;
@@ -31,12 +39,19 @@ pub struct Replica {
     actor: RwLock<Arc<Actor>>,
     max_siblings: usize,
     stripes: Box<[Mutex<()>]>,
+    cache: RecordCache,
 }
 
 impl Replica {
     /// Opens the replica of node `node_id`, creating its incarnation when the store is
     /// new: the incarnation keeps dots unique if the node ever restarts with its data lost.
-    pub fn open(backend: Arc<dyn Backend>, node_id: &str, max_siblings: usize) -> Result<Self> {
+    /// Reads are cached in up to `cache_bytes` of memory (0: no cache).
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        node_id: &str,
+        max_siblings: usize,
+        cache_bytes: u64,
+    ) -> Result<Self> {
         let incarnation = match backend.get(Cf::Meta, META_INCARNATION)? {
             Some(bytes) => u64::from_le_bytes(
                 bytes
@@ -51,6 +66,7 @@ impl Replica {
             actor: RwLock::new(Arc::new(Actor::new(node_id, incarnation))),
             max_siblings,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            cache: RecordCache::new(cache_bytes),
         })
     }
 
@@ -72,11 +88,34 @@ impl Replica {
     /// The key's clock, or `None` when the key is unknown here or its record is corrupt
     /// (counted in `ringkv_storage_corrupt_records_total`).
     pub fn get(&self, key: &[u8]) -> Result<Option<Clock>> {
-        Ok(self.read(key)?.unwrap_or(None))
+        if let Some(clock) = self.cache.get(key) {
+            return Ok(Some(clock));
+        }
+        // Fill under the stripe: a write must not slip between the store read and the
+        // fill, or the cache would keep the version that write replaced.
+        let _guard = self.lock(key);
+        if let Some(clock) = self.cache.peek(key) {
+            return Ok(Some(clock));
+        }
+        let stored = self.read_store(key)?;
+        if let Ok(Some(clock)) = &stored {
+            self.cache.fill(key, clock);
+        }
+        Ok(stored.unwrap_or(None))
     }
 
-    /// The stored clock; `Err(())` inside when the record is corrupt (already counted).
+    /// The current clock for a write, from the cache or the store (a write never fills
+    /// the cache: keys only written would push out the ones read); `Err(())` inside
+    /// when the record is corrupt (already counted). Call under the key's lock stripe.
     fn read(&self, key: &[u8]) -> Result<Result<Option<Clock>, ()>> {
+        match self.cache.peek(key) {
+            Some(clock) => Ok(Ok(Some(clock))),
+            None => self.read_store(key),
+        }
+    }
+
+    /// The clock in the store, bypassing the cache.
+    fn read_store(&self, key: &[u8]) -> Result<Result<Option<Clock>, ()>> {
         let Some(bytes) = self.backend.get(Cf::Data, key)? else {
             return Ok(Ok(None));
         };
@@ -115,8 +154,7 @@ impl Replica {
                 max: self.max_siblings,
             });
         }
-        self.backend
-            .put(Cf::Data, key, &record::encode(&updated), sync)?;
+        self.store(key, &updated, sync)?;
         Ok(updated)
     }
 
@@ -125,16 +163,39 @@ impl Replica {
     /// acknowledged write.
     pub fn merge(&self, key: &[u8], incoming: &Clock, sync: bool) -> Result<Clock> {
         let _guard = self.lock(key);
-        let current = self.get(key)?;
+        let current = self.read(key)?.unwrap_or(None);
         let merged = match &current {
             Some(c) => c.sync(incoming),
             None => incoming.clone(),
         };
         if current.as_ref() != Some(&merged) {
-            self.backend
-                .put(Cf::Data, key, &record::encode(&merged), sync)?;
+            self.store(key, &merged, sync)?;
         }
         Ok(merged)
+    }
+
+    /// Writes `clock` as the key's record and refreshes the cache. Call only under the
+    /// key's lock stripe.
+    fn store(&self, key: &[u8], clock: &Clock, sync: bool) -> Result<()> {
+        match self
+            .backend
+            .put(Cf::Data, key, &record::encode(clock), sync)
+        {
+            Ok(()) => {
+                self.cache.refresh(key, clock);
+                Ok(())
+            }
+            Err(e) => {
+                // The write may or may not have reached the store: read it back next time.
+                self.cache.forget(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// The record cache's counters, for metrics.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// Makes every write so far durable.
@@ -163,18 +224,31 @@ mod tests {
     use super::*;
     use crate::storage::MemoryBackend;
 
+    /// Tests run with the record cache on, so that they check the cached paths too.
+    const CACHE_BYTES: u64 = 1 << 20;
+
     fn replica(max_siblings: usize) -> Replica {
-        Replica::open(Arc::new(MemoryBackend::new()), "n1", max_siblings).unwrap()
+        Replica::open(
+            Arc::new(MemoryBackend::new()),
+            "n1",
+            max_siblings,
+            CACHE_BYTES,
+        )
+        .unwrap()
     }
 
     #[test]
     fn incarnation_is_kept_across_reopen() {
         // Reopening the same store keeps the actor, so counters continue rather than restart.
         let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-        let a = Replica::open(backend.clone(), "n1", 8).unwrap().actor();
-        let b = Replica::open(backend, "n1", 8).unwrap().actor();
+        let a = Replica::open(backend.clone(), "n1", 8, CACHE_BYTES)
+            .unwrap()
+            .actor();
+        let b = Replica::open(backend, "n1", 8, CACHE_BYTES)
+            .unwrap()
+            .actor();
         assert_eq!(a, b);
-        let fresh = Replica::open(Arc::new(MemoryBackend::new()), "n1", 8).unwrap();
+        let fresh = Replica::open(Arc::new(MemoryBackend::new()), "n1", 8, CACHE_BYTES).unwrap();
         assert_ne!(fresh.actor(), a, "a new data dir gets a new incarnation");
     }
 
@@ -209,7 +283,7 @@ mod tests {
         // A record with a flipped byte reads as missing, and the next write's dot cannot
         // collide with the lost one (which other replicas may hold with another value).
         let backend = Arc::new(MemoryBackend::new());
-        let r = Replica::open(backend.clone(), "n1", 8).unwrap();
+        let r = Replica::open(backend.clone(), "n1", 8, CACHE_BYTES).unwrap();
         let before = r
             .coordinate(
                 b"k",
@@ -238,7 +312,7 @@ mod tests {
             2,
             "the rewrite reused the lost write's dot"
         );
-        let reopened = Replica::open(backend, "n1", 8).unwrap();
+        let reopened = Replica::open(backend, "n1", 8, CACHE_BYTES).unwrap();
         assert_eq!(
             reopened.actor(),
             r.actor(),
@@ -260,5 +334,130 @@ mod tests {
             .unwrap();
         assert_eq!(r.merge(b"k", &c, false).unwrap(), c);
         assert_eq!(r.merge(b"k", &Clock::new(), false).unwrap(), c);
+    }
+
+    /// A store whose reads yield the thread first, to widen the window between a read
+    /// that missed the cache and its fill, where a concurrent write must not slip in.
+    #[derive(Debug, Default)]
+    struct YieldingBackend(MemoryBackend);
+
+    impl Backend for YieldingBackend {
+        fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            std::thread::yield_now();
+            let got = self.0.get(cf, key);
+            std::thread::yield_now();
+            got
+        }
+        fn put(&self, cf: Cf, key: &[u8], value: &[u8], sync: bool) -> Result<()> {
+            self.0.put(cf, key, value, sync)
+        }
+        fn delete(&self, cf: Cf, key: &[u8], sync: bool) -> Result<()> {
+            self.0.delete(cf, key, sync)
+        }
+        fn scan_prefix(
+            &self,
+            cf: Cf,
+            prefix: &[u8],
+            start: &[u8],
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            self.0.scan_prefix(cf, prefix, start, limit)
+        }
+        fn flush(&self) -> Result<()> {
+            self.0.flush()
+        }
+    }
+
+    fn number(clock: &Clock) -> u64 {
+        let values = clock.live_values();
+        assert_eq!(values.len(), 1, "one writer never makes siblings");
+        std::str::from_utf8(values[0]).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn writes_and_merges_refresh_cached_reads() {
+        // A key read (so cached) and then written or merged reads back the new version.
+        let r = replica(8);
+        let empty = VersionVector::empty();
+        let first = r
+            .coordinate(b"k", &empty, Versioned::value(1, b"1".to_vec()), false)
+            .unwrap();
+        assert_eq!(r.get(b"k").unwrap(), Some(first.clone()));
+        let hits = r.cache_stats().hits;
+        assert_eq!(r.get(b"k").unwrap(), Some(first.clone()));
+        assert_eq!(r.cache_stats().hits, hits + 1, "the second read is a hit");
+
+        let second = r
+            .coordinate(
+                b"k",
+                &first.context(),
+                Versioned::value(2, b"2".to_vec()),
+                false,
+            )
+            .unwrap();
+        assert_eq!(r.get(b"k").unwrap(), Some(second.clone()));
+
+        let elsewhere = Replica::open(Arc::new(MemoryBackend::new()), "n2", 8, 0)
+            .unwrap()
+            .coordinate(b"k", &empty, Versioned::value(3, b"3".to_vec()), false)
+            .unwrap();
+        let merged = r.merge(b"k", &elsewhere, false).unwrap();
+        assert_eq!(merged.live_values().len(), 2);
+        assert_eq!(r.get(b"k").unwrap(), Some(merged));
+    }
+
+    #[test]
+    fn concurrent_reads_never_go_back_and_end_on_the_last_write() {
+        // One writer counts up while readers that miss and fill the cache race it: no
+        // reader ever sees the count go down, and once the writer stops every read (the
+        // cache's answer) is the store's last version.
+        const WRITES: u64 = 2_000;
+        for round in 0..5 {
+            let backend = Arc::new(YieldingBackend::default());
+            // A cache that holds a handful of keys, so entries are evicted and refilled.
+            let r = Arc::new(Replica::open(backend.clone(), "n1", 8, 2048).unwrap());
+            let keys: Vec<Vec<u8>> = (0..4).map(|k| format!("key{k}").into_bytes()).collect();
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let readers: Vec<_> = (0..3)
+                .map(|_| {
+                    let (r, keys, done) = (r.clone(), keys.clone(), done.clone());
+                    std::thread::spawn(move || {
+                        let mut seen = vec![0u64; keys.len()];
+                        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                            for (i, key) in keys.iter().enumerate() {
+                                let now = r.get(key).unwrap().map_or(0, |c| number(&c));
+                                assert!(
+                                    now >= seen[i],
+                                    "round {round}: a read went back from {} to {now}",
+                                    seen[i]
+                                );
+                                seen[i] = now;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let mut clocks = vec![Clock::new(); keys.len()];
+            for n in 1..=WRITES {
+                let i = (n as usize) % keys.len();
+                clocks[i] = r
+                    .coordinate(
+                        &keys[i],
+                        &clocks[i].context(),
+                        Versioned::value(n, n.to_string().into_bytes()),
+                        false,
+                    )
+                    .unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            for reader in readers {
+                reader.join().expect("a reader saw a read go back");
+            }
+            for (key, clock) in keys.iter().zip(&clocks) {
+                let stored = record::decode(&backend.get(Cf::Data, key).unwrap().unwrap()).unwrap();
+                assert_eq!(&stored, clock);
+                assert_eq!(r.get(key).unwrap().as_ref(), Some(clock), "round {round}");
+            }
+        }
     }
 }
