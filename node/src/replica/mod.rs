@@ -227,6 +227,19 @@ mod tests {
     /// Tests run with the record cache on, so that they check the cached paths too.
     const CACHE_BYTES: u64 = 1 << 20;
 
+    impl Replica {
+        /// A client's write of `value` at `ts_ms`, superseding what `context` saw.
+        fn client_write(
+            &self,
+            key: &[u8],
+            context: &VersionVector,
+            ts_ms: u64,
+            value: &[u8],
+        ) -> Result<Clock> {
+            self.coordinate(key, context, Versioned::value(ts_ms, value.to_vec()), false)
+        }
+    }
+
     fn replica(max_siblings: usize) -> Replica {
         Replica::open(
             Arc::new(MemoryBackend::new()),
@@ -257,24 +270,12 @@ mod tests {
         // The write that would exceed --max-siblings is refused and the stored state is unchanged.
         let r = replica(2);
         let empty = VersionVector::empty();
-        r.coordinate(b"k", &empty, Versioned::value(1, b"a".to_vec()), false)
-            .unwrap();
-        let two = r
-            .coordinate(b"k", &empty, Versioned::value(2, b"b".to_vec()), false)
-            .unwrap();
-        let err = r
-            .coordinate(b"k", &empty, Versioned::value(3, b"c".to_vec()), false)
-            .unwrap_err();
+        r.client_write(b"k", &empty, 1, b"a").unwrap();
+        let two = r.client_write(b"k", &empty, 2, b"b").unwrap();
+        let err = r.client_write(b"k", &empty, 3, b"c").unwrap_err();
         assert!(matches!(err, Error::TooManySiblings { max: 2 }));
         assert_eq!(r.get(b"k").unwrap().unwrap(), two);
-        let resolved = r
-            .coordinate(
-                b"k",
-                &two.context(),
-                Versioned::value(4, b"d".to_vec()),
-                false,
-            )
-            .unwrap();
+        let resolved = r.client_write(b"k", &two.context(), 4, b"d").unwrap();
         assert_eq!(resolved.live_values(), vec![&b"d"[..]]);
     }
 
@@ -285,12 +286,7 @@ mod tests {
         let backend = Arc::new(MemoryBackend::new());
         let r = Replica::open(backend.clone(), "n1", 8, CACHE_BYTES).unwrap();
         let before = r
-            .coordinate(
-                b"k",
-                &VersionVector::empty(),
-                Versioned::value(1, b"v".to_vec()),
-                false,
-            )
+            .client_write(b"k", &VersionVector::empty(), 1, b"v")
             .unwrap();
         let mut raw = backend.get(Cf::Data, b"k").unwrap().unwrap();
         let last = raw.len() - 1;
@@ -298,12 +294,7 @@ mod tests {
         backend.put(Cf::Data, b"k", &raw, false).unwrap();
         assert_eq!(r.get(b"k").unwrap(), None);
         let after = r
-            .coordinate(
-                b"k",
-                &VersionVector::empty(),
-                Versioned::value(2, b"w".to_vec()),
-                false,
-            )
+            .client_write(b"k", &VersionVector::empty(), 2, b"w")
             .unwrap();
         // Merged as another replica would: both writes survive as siblings.
         let merged = before.sync(&after);
@@ -325,12 +316,7 @@ mod tests {
         // Merging a clock the replica already covers leaves it as it is.
         let r = replica(8);
         let c = r
-            .coordinate(
-                b"k",
-                &VersionVector::empty(),
-                Versioned::value(1, b"v".to_vec()),
-                false,
-            )
+            .client_write(b"k", &VersionVector::empty(), 1, b"v")
             .unwrap();
         assert_eq!(r.merge(b"k", &c, false).unwrap(), c);
         assert_eq!(r.merge(b"k", &Clock::new(), false).unwrap(), c);
@@ -379,27 +365,18 @@ mod tests {
         // A key read (so cached) and then written or merged reads back the new version.
         let r = replica(8);
         let empty = VersionVector::empty();
-        let first = r
-            .coordinate(b"k", &empty, Versioned::value(1, b"1".to_vec()), false)
-            .unwrap();
+        let first = r.client_write(b"k", &empty, 1, b"1").unwrap();
         assert_eq!(r.get(b"k").unwrap(), Some(first.clone()));
         let hits = r.cache_stats().hits;
         assert_eq!(r.get(b"k").unwrap(), Some(first.clone()));
         assert_eq!(r.cache_stats().hits, hits + 1, "the second read is a hit");
 
-        let second = r
-            .coordinate(
-                b"k",
-                &first.context(),
-                Versioned::value(2, b"2".to_vec()),
-                false,
-            )
-            .unwrap();
+        let second = r.client_write(b"k", &first.context(), 2, b"2").unwrap();
         assert_eq!(r.get(b"k").unwrap(), Some(second.clone()));
 
         let elsewhere = Replica::open(Arc::new(MemoryBackend::new()), "n2", 8, 0)
             .unwrap()
-            .coordinate(b"k", &empty, Versioned::value(3, b"3".to_vec()), false)
+            .client_write(b"k", &empty, 3, b"3")
             .unwrap();
         let merged = r.merge(b"k", &elsewhere, false).unwrap();
         assert_eq!(merged.live_values().len(), 2);
