@@ -129,3 +129,55 @@ async fn stop(id: &str, child: &mut Child) {
         let _ = child.kill().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::config::{Cli, Config};
+
+    fn dev(nodes: usize) -> DevArgs {
+        DevArgs {
+            nodes,
+            dir: "/tmp/ringkv-dev-test".into(),
+            http_port: 8001,
+            cluster_port: 7001,
+        }
+    }
+
+    /// The node's configuration, as the child process parses and checks it.
+    fn config(args: &DevArgs, i: usize) -> Config {
+        let argv = std::iter::once("ringkv-node".to_owned()).chain(node_args(args, i, args.nodes));
+        Config::from_args(Cli::try_parse_from(argv).expect("flags parse").node)
+            .expect("flags pass the node's checks")
+    }
+
+    #[test]
+    fn every_dev_node_starts_with_its_own_ports_and_joins_the_first() {
+        // Each node's flags pass the node's own checks; ids, ports and data folders are
+        // distinct; every node but the first joins it; quorums are majorities of min(3, nodes).
+        for nodes in [1, 2, 3, 5] {
+            let args = dev(nodes);
+            let configs: Vec<Config> = (1..=nodes).map(|i| config(&args, i)).collect();
+            for (i, c) in configs.iter().enumerate() {
+                assert_eq!(c.id, format!("n{}", i + 1));
+                assert_eq!(c.http.port() as usize, 8001 + i);
+                assert_eq!(c.cluster.port() as usize, 7001 + i);
+                assert_eq!(c.data_dir, args.dir.join(format!("n{}", i + 1)));
+                let expected_join = if i == 0 {
+                    vec![]
+                } else {
+                    vec!["127.0.0.1:7001".to_owned()]
+                };
+                assert_eq!(c.join, expected_join, "node {} of {nodes}", i + 1);
+                let n = nodes.min(3);
+                assert_eq!(
+                    (c.quorum.n, c.quorum.r, c.quorum.w),
+                    (n, n / 2 + 1, n / 2 + 1)
+                );
+                assert_eq!(c.worker_threads, (crate::config::cores() / nodes).max(1));
+            }
+        }
+    }
+}
