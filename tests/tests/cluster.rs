@@ -7,7 +7,8 @@
 //! coordinators become siblings that a write with their context resolves on every
 //! replica; `/admin/replicas` shows one entry per preference-list node; and a
 //! five-node cluster loses no write through a rolling restart (SIGTERM shows a node
-//! `left` while it is away; the ring keeps it).
+//! `left` while it is away; the ring keeps it); and each replica's record cache
+//! follows every write.
 //!
 //! Every wait has a deadline and fails naming which node saw what. Each test owns
 //! its cluster, ports and directories, so the tests run in parallel.
@@ -866,4 +867,73 @@ async fn a_read_asks_another_replica_when_one_is_paused() {
         speculative >= 1.0,
         "no speculative read counted ({speculative}): every key's second replica was n3?"
     );
+}
+
+/// Each replica's record cache follows every write: once all three nodes have read
+/// (and cached) a key, writes and a delete through each node in turn, acknowledged
+/// by all three replicas (w=3), read back at once through every node at r=1 (its
+/// own replica, so its own cache) as the new value, then as 404; and the nodes
+/// report cache hits in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_follow_every_write_on_every_replica() {
+    const HITS: &str = "ringkv_record_cache_hits_total";
+    let cluster = start_cluster(3, (3, 2, 2)).await;
+    let api = |i: usize| cluster.nodes[i - 1].api();
+    let key: &[u8] = b"cached";
+    api(1)
+        .put_with(key, "v1", None, "w=3")
+        .await
+        .assert_status(204);
+
+    let mut hits_before = 0.0;
+    for i in 1..=3 {
+        hits_before += api(i).metric(HITS).await;
+    }
+    let mut context = String::new();
+    for _ in 0..2 {
+        for i in 1..=3 {
+            let got = api(i).get_with(key, "r=1").await;
+            got.assert_status(200);
+            assert_eq!(got.text(), "v1", "n{i}");
+            context = got.expect_context();
+        }
+    }
+    let mut hits = 0.0;
+    for i in 1..=3 {
+        hits += api(i).metric(HITS).await;
+    }
+    assert!(
+        hits >= hits_before + 3.0,
+        "the second read on each node is a cache hit: {hits_before} -> {hits}"
+    );
+
+    for round in 2..=6 {
+        let writer = round % 3 + 1;
+        let value = format!("v{round}");
+        let put = api(writer)
+            .put_with(key, value.clone(), Some(&context), "w=3")
+            .await;
+        put.assert_status(204);
+        context = put.expect_context();
+        for reader in 1..=3 {
+            let got = api(reader).get_with(key, "r=1").await;
+            got.assert_status(200);
+            assert_eq!(
+                got.text(),
+                value,
+                "round {round}: written through n{writer}, read through n{reader}'s own replica"
+            );
+        }
+    }
+
+    api(2)
+        .delete_with(key, Some(&context), "w=3")
+        .await
+        .assert_status(204);
+    for reader in 1..=3 {
+        api(reader)
+            .get_with(key, "r=1")
+            .await
+            .assert_error(404, "not_found");
+    }
 }
