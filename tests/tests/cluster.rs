@@ -885,10 +885,14 @@ async fn cached_reads_follow_every_write_on_every_replica() {
         .await
         .assert_status(204);
 
-    let mut hits_before = 0.0;
-    for i in 1..=3 {
-        hits_before += api(i).metric(HITS).await;
-    }
+    let total_hits = async || {
+        let mut sum = 0.0;
+        for i in 1..=3 {
+            sum += api(i).metric(HITS).await;
+        }
+        sum
+    };
+    let hits_before = total_hits().await;
     let mut context = String::new();
     for _ in 0..2 {
         for i in 1..=3 {
@@ -898,10 +902,7 @@ async fn cached_reads_follow_every_write_on_every_replica() {
             context = got.expect_context();
         }
     }
-    let mut hits = 0.0;
-    for i in 1..=3 {
-        hits += api(i).metric(HITS).await;
-    }
+    let hits = total_hits().await;
     assert!(
         hits >= hits_before + 3.0,
         "the second read on each node is a cache hit: {hits_before} -> {hits}"

@@ -45,7 +45,6 @@ pub struct CacheStats {
     pub misses: u64,
     pub entries: u64,
     pub bytes: u64,
-    pub capacity_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +87,8 @@ impl RecordCache {
     /// Replaces the cached clock of `key` with the one just stored, if the key is
     /// cached; a key only written stays out. Call only under the key's lock stripe.
     pub fn refresh(&self, key: &[u8], clock: &Clock) {
+        // Looked up first so that a write to an uncached key (most inserts) copies
+        // neither its key nor its clock.
         if let Some(cache) = &self.cache
             && cache.contains_key(key)
         {
@@ -112,7 +113,6 @@ impl RecordCache {
                 misses: c.misses(),
                 entries: c.len() as u64,
                 bytes: c.weight(),
-                capacity_bytes: c.capacity(),
             },
         }
     }

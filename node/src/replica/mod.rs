@@ -92,21 +92,20 @@ impl Replica {
             return Ok(Some(clock));
         }
         // Fill under the stripe: a write must not slip between the store read and the
-        // fill, or the cache would keep the version that write replaced.
+        // fill, or the cache would keep the version that write replaced. (A reader that
+        // raced this one may have filled it meanwhile; filling again is harmless.)
         let _guard = self.lock(key);
-        if let Some(clock) = self.cache.peek(key) {
-            return Ok(Some(clock));
-        }
-        let stored = self.read_store(key)?;
-        if let Ok(Some(clock)) = &stored {
+        let current = self.read(key)?;
+        if let Ok(Some(clock)) = &current {
             self.cache.fill(key, clock);
         }
-        Ok(stored.unwrap_or(None))
+        Ok(current.unwrap_or(None))
     }
 
-    /// The current clock for a write, from the cache or the store (a write never fills
-    /// the cache: keys only written would push out the ones read); `Err(())` inside
-    /// when the record is corrupt (already counted). Call under the key's lock stripe.
+    /// The current clock, from the cache or the store, without filling the cache (a
+    /// write never fills it: keys only written would push out the ones read); `Err(())`
+    /// inside when the record is corrupt (already counted). Call under the key's lock
+    /// stripe.
     fn read(&self, key: &[u8]) -> Result<Result<Option<Clock>, ()>> {
         match self.cache.peek(key) {
             Some(clock) => Ok(Ok(Some(clock))),
