@@ -388,7 +388,7 @@ mod tests {
         // reader ever sees the count go down, and once the writer stops every read (the
         // cache's answer) is the store's last version.
         const WRITES: u64 = 2_000;
-        for round in 0..5 {
+        for round in 0..20 {
             let backend = Arc::new(YieldingBackend::default());
             // A cache that holds a handful of keys, so entries are evicted and refilled.
             let r = Arc::new(Replica::open(backend.clone(), "n1", 8, 2048).unwrap());
