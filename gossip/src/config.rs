@@ -45,6 +45,9 @@ pub struct GossipConfig {
     /// Largest datagram sent or accepted, envelope included. Stay under the
     /// path MTU (1400 fits Ethernet with room for IP and UDP headers).
     pub max_packet_bytes: usize,
+    /// Seed of foca's RNG (which member to probe, whom to gossip to). `None`
+    /// draws one at start; a simulator fixes it so a run replays exactly.
+    pub rng_seed: Option<u64>,
 }
 
 impl GossipConfig {
@@ -67,6 +70,7 @@ impl GossipConfig {
             announce_interval: Duration::from_secs(1),
             reannounce_interval: Duration::from_secs(10),
             max_packet_bytes: 1400,
+            rng_seed: None,
         }
     }
 

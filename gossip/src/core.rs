@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foca::{AccumulatingRuntime, Foca, OwnedNotification, Timer};
+use foca::{AccumulatingRuntime, Foca, Incarnation, OwnedNotification, Timer};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
@@ -20,6 +20,10 @@ use crate::membership::{Book, Membership};
 use crate::stats::Stats;
 
 type Swim = Foca<NodeIdentity, BincodeCodec, SmallRng, LeaveHandler>;
+
+/// A suspicion lasts at most this many suspicion timeouts on any node (see
+/// [`Core::expire_suspicions`]); the originator's own timer fires after one.
+const SUSPICION_GRACE_FACTOR: u32 = 3;
 
 /// What the caller must do after a call into [`Core`].
 #[derive(Debug, Default)]
@@ -47,6 +51,10 @@ pub(crate) struct Core {
     announce_interval: Duration,
     reannounce_interval: Duration,
     last_seed_announce: Option<Instant>,
+    /// Since when each suspected member (at its incarnation) has been suspect here.
+    suspected_since: Vec<(NodeIdentity, Incarnation, Instant)>,
+    /// How long a suspicion may last here before this node declares the member down.
+    suspicion_max: Duration,
     /// The book changed outside foca (leave, rejoin): publish on next drain.
     dirty: bool,
     left: bool,
@@ -98,6 +106,8 @@ impl Core {
             announce_interval: config.announce_interval,
             reannounce_interval: config.reannounce_interval,
             last_seed_announce: None,
+            suspected_since: Vec::new(),
+            suspicion_max: config.swim.suspect_to_down_after * SUSPICION_GRACE_FACTOR,
             dirty: false,
             left: false,
         }
@@ -156,7 +166,11 @@ impl Core {
     /// does not see live every `reannounce_interval`, which merges a cluster
     /// that a partition split into two live halves.
     pub(crate) fn tick(&mut self, now: Instant, out: &mut Output) {
-        if self.left || self.seeds.is_empty() {
+        if self.left {
+            return;
+        }
+        self.expire_suspicions(now, out);
+        if self.seeds.is_empty() {
             return;
         }
         let alone = self.foca.num_members() == 0;
@@ -185,6 +199,58 @@ impl Core {
                 self.stats.protocol_errors(1);
                 tracing::warn!(%seed, %err, "announce failed");
             }
+        }
+        self.drain(out);
+    }
+
+    /// Declares down every member that has been suspect here for longer than
+    /// [`SUSPICION_GRACE_FACTOR`] suspicion timeouts.
+    ///
+    /// foca runs the suspect-to-down timer only on the node whose probe failed;
+    /// a node that learned the suspicion from gossip just keeps it until the
+    /// suspect refutes it. If the originator crashes before its timer fires and
+    /// the suspect never hears of the suspicion (the update was lost, or sent
+    /// its last time to others), the member stays suspect on every other node
+    /// for ever, while it answers every probe: the simulator found this
+    /// (`ringkv-sim --seed 4` fails without this sweep). As memberlist does, every holder of a suspicion
+    /// gives it a deadline: past it the member is declared down, foca tells it
+    /// so when it next speaks, and it rejoins under a new generation.
+    fn expire_suspicions(&mut self, now: Instant, out: &mut Output) {
+        let suspects: Vec<(NodeIdentity, Incarnation)> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .map(|m| (m.id().clone(), m.incarnation()))
+            .collect();
+        // A few dozen members at most: a list is enough.
+        self.suspected_since
+            .retain(|(id, inc, _)| suspects.iter().any(|(i, n)| i == id && n == inc));
+        for (id, inc) in &suspects {
+            if !self
+                .suspected_since
+                .iter()
+                .any(|(i, n, _)| i == id && n == inc)
+            {
+                self.suspected_since.push((id.clone(), *inc, now));
+            }
+        }
+        let max = self.suspicion_max;
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.suspected_since)
+            .into_iter()
+            .partition(|(_, _, since)| now.saturating_duration_since(*since) >= max);
+        self.suspected_since = kept;
+        if expired.is_empty() {
+            return;
+        }
+        for (id, incarnation, _) in &expired {
+            tracing::info!(member = %id.id, generation = id.generation, incarnation, "suspect for too long; declaring it down");
+        }
+        let downs = expired
+            .into_iter()
+            .map(|(id, incarnation, _)| foca::Member::new(id, incarnation, foca::State::Down));
+        if let Err(err) = self.foca.apply_many(downs, true, &mut self.runtime) {
+            self.stats.protocol_errors(1);
+            tracing::warn!(%err, "declaring a long suspect down failed");
         }
         self.drain(out);
     }
@@ -414,6 +480,41 @@ mod tests {
         fn elapsed(&self) -> Duration {
             self.now - self.start
         }
+    }
+
+    #[test]
+    fn a_suspicion_its_subject_never_hears_of_ends_in_down_then_a_rejoin() {
+        // A stale suspicion of n2 held by n1 alone (its originator gone, n2 never
+        // told) must not last for ever: n1 declares n2 down, n2 rejoins, and n1
+        // sees it alive again. Without the deadline n2 stays suspect on n1.
+        let mut sim = Sim::new();
+        sim.add(core("n1", 7001, &[], 1));
+        sim.add(core("n2", 7002, &[7001], 1));
+        sim.add(core("n3", 7003, &[7001], 1));
+        sim.run(Duration::from_secs(2));
+        assert_eq!(sim.state(7001, "n2"), Some(MemberState::Alive));
+        let (core, _, _) = sim.nodes.get_mut(&local(7001)).unwrap();
+        let n2 = core
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id().id == "n2")
+            .map(|m| (m.id().clone(), m.incarnation()))
+            .unwrap();
+        let stale = foca::Member::new(n2.0, n2.1, foca::State::Suspect);
+        core.foca
+            .apply_many(std::iter::once(stale), false, &mut core.runtime)
+            .unwrap();
+        let mut out = Output::default();
+        core.drain(&mut out);
+        sim.apply(local(7001), out);
+        assert_eq!(sim.state(7001, "n2"), Some(MemberState::Suspect));
+        let timeout = SwimConfig::fast().suspect_to_down_after;
+        sim.run(timeout * (SUSPICION_GRACE_FACTOR + 3));
+        assert_eq!(sim.state(7001, "n2"), Some(MemberState::Alive));
+        assert!(
+            sim.member(7001, "n2").unwrap().generation > 1,
+            "n2 rejoined"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::config::GossipConfig;
 use crate::core::{Core, Output};
 use crate::identity::{self, NodeIdentity};
 use crate::membership::Membership;
+use crate::socket::DatagramSocket;
 use crate::stats::{GossipStats, Stats};
 use crate::timers::TimerHeap;
 use crate::{Error, Result};
@@ -58,7 +59,18 @@ impl Gossip {
         std_socket.set_nonblocking(true).map_err(bind_error)?;
         let local_addr = std_socket.local_addr().map_err(bind_error)?;
         let socket = UdpSocket::from_std(std_socket).map_err(bind_error)?;
+        Self::start_on(config, socket, local_addr)
+    }
 
+    /// [`Gossip::start`] on a socket the caller bound (at `local_addr`): a
+    /// simulator's, or one set up specially. Bumps the generation file and
+    /// spawns the driver task.
+    pub fn start_on<S: DatagramSocket>(
+        config: GossipConfig,
+        socket: S,
+        local_addr: SocketAddr,
+    ) -> Result<Self> {
+        config.validate()?;
         let mut cluster_addr = config.advertise_cluster;
         if cluster_addr.port() == 0 {
             cluster_addr.set_port(local_addr.port());
@@ -73,7 +85,8 @@ impl Gossip {
         tracing::info!(node = %config.id, %local_addr, %cluster_addr, generation, "gossip starting");
 
         let stats = Arc::new(Stats::default());
-        let core = Core::new(local, &config, random_seed(), stats.clone());
+        let seed = config.rng_seed.unwrap_or_else(random_seed);
+        let core = Core::new(local, &config, seed, stats.clone());
         let (members_tx, members) = watch::channel(core.membership());
         let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE_DEPTH);
         let driver = Driver {
@@ -137,15 +150,23 @@ impl Gossip {
     }
 }
 
+impl Gossip {
+    /// Stops the driver at once without leaving, as a crash would (what dropping
+    /// the handle does, for a handle that is shared).
+    pub fn halt(&self) {
+        self.task.abort();
+    }
+}
+
 impl Drop for Gossip {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-struct Driver {
+struct Driver<S> {
     core: Core,
-    socket: UdpSocket,
+    socket: S,
     commands: mpsc::Receiver<Command>,
     members: watch::Sender<Arc<Membership>>,
     stats: Arc<Stats>,
@@ -156,7 +177,7 @@ struct Driver {
     tick_period: Duration,
 }
 
-impl Driver {
+impl<S: DatagramSocket> Driver<S> {
     async fn run(mut self) {
         let mut ticker = time::interval(self.tick_period);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);

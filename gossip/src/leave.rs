@@ -7,7 +7,7 @@
 //! flush after it) and every receiver disseminates it further, like a member
 //! update, [`foca::Config::max_transmissions`] times.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bincode::{Decode, Encode};
@@ -53,14 +53,14 @@ pub(crate) fn drain(inbox: &LeaveInbox) -> Vec<NodeIdentity> {
 #[derive(Debug)]
 pub(crate) struct LeaveHandler {
     /// Highest generation whose leave was already seen, per node id.
-    seen: HashMap<String, u64>,
+    seen: BTreeMap<String, u64>,
     inbox: LeaveInbox,
 }
 
 impl LeaveHandler {
     pub(crate) fn new(inbox: LeaveInbox) -> Self {
         Self {
-            seen: HashMap::new(),
+            seen: BTreeMap::new(),
             inbox,
         }
     }

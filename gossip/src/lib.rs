@@ -66,6 +66,7 @@ mod envelope;
 mod identity;
 mod leave;
 mod membership;
+mod socket;
 mod stats;
 mod timers;
 
@@ -77,6 +78,7 @@ pub use crate::config::{
 };
 pub use crate::driver::Gossip;
 pub use crate::membership::{Member, MemberState, Membership};
+pub use crate::socket::DatagramSocket;
 pub use crate::stats::GossipStats;
 
 /// Why gossip could not start or do what was asked.
