@@ -19,14 +19,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bincode::{Decode, Encode};
-use ringkv_gossip::{Gossip, GossipConfig, Member, MemberState, Membership, SwimConfig};
+use ringkv_gossip::{Gossip, Member, MemberState, Membership};
 use ringkv_ring::{NodeId, Ring, Token};
 
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::storage::{Backend, Cf};
 
@@ -136,45 +134,23 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts gossip on the `--cluster` port and follows its membership; `store` keeps
-    /// the members across restarts.
-    pub async fn start(config: &Config, store: Arc<dyn Backend>) -> Result<Self> {
-        let advertise_cluster = resolve(&config.advertise_cluster).await.ok_or_else(|| {
-            Error::Config(format!(
-                "--advertise-cluster {}: cannot resolve",
-                config.advertise_cluster
-            ))
-        })?;
+    /// The cluster addresses of the peers remembered from the last run (not `local`):
+    /// a restarted node announces to them as well as to its seeds, since a restarted
+    /// seed has no `--join` and would otherwise wait for the others to find it.
+    pub fn remembered_peers(store: &dyn Backend, local: &str) -> Vec<SocketAddr> {
+        load_known(store)
+            .iter()
+            .filter(|k| k.id != local)
+            .filter_map(|k| k.cluster.parse().ok())
+            .collect()
+    }
+
+    /// Follows the membership of a started `gossip` as node `local`, placing keys on a
+    /// ring of `vnodes` per member; `store` keeps the members across restarts.
+    pub fn follow(local: &str, vnodes: usize, gossip: Gossip, store: Arc<dyn Backend>) -> Self {
         let mut known = load_known(store.as_ref());
-        // Announce to the peers remembered from the last run too: a restarted seed has
-        // no --join, and would otherwise wait for the others to find it.
-        let patience = if known.iter().any(|k| k.id != config.id) {
-            SEED_RESOLVE_PATIENCE_RESTART
-        } else {
-            SEED_RESOLVE_PATIENCE
-        };
-        let mut seeds = resolve_seeds(&config.join, patience).await;
-        for k in known.iter().filter(|k| k.id != config.id) {
-            if let Ok(addr) = k.cluster.parse::<SocketAddr>()
-                && !seeds.contains(&addr)
-            {
-                seeds.push(addr);
-            }
-        }
-        let mut gossip_config = GossipConfig::new(
-            config.id.clone(),
-            config.cluster,
-            config.advertise_http.clone(),
-            config.data_dir.join("gossip-generation"),
-        );
-        gossip_config.advertise_cluster = advertise_cluster;
-        gossip_config.seeds = seeds;
-        gossip_config.swim = SwimConfig::lan(8);
-        let gossip =
-            Gossip::start(gossip_config).map_err(|e| Error::Config(format!("gossip: {e}")))?;
         let mut members = gossip.members();
-        let vnodes = config.vnodes;
-        let local = config.id.clone();
+        let local = local.to_owned();
         let first = view_of(&local, vnodes, &members.borrow_and_update(), &known);
         let view = Arc::new(ArcSwap::from_pointee(first));
         let (changed, changes) = tokio::sync::watch::channel(0u64);
@@ -195,13 +171,13 @@ impl Cluster {
                 }
             })
         };
-        Ok(Self {
+        Self {
             local,
             view,
             changes,
             gossip,
             follower,
-        })
+        }
     }
 
     /// The current view.
@@ -216,6 +192,12 @@ impl Cluster {
 
     pub fn local_id(&self) -> &str {
         &self.local
+    }
+
+    /// Stops gossip and the view's updates at once, as a crash would.
+    pub fn halt(&self) {
+        self.gossip.halt();
+        self.follower.abort();
     }
 
     /// Leaves gossip so the others learn at once that this node is going.
@@ -279,46 +261,11 @@ fn load_known(store: &dyn Backend) -> Vec<KnownMember> {
 fn store_known(store: &dyn Backend, known: &[KnownMember]) -> Result<()> {
     let bytes = bincode::encode_to_vec(known, bincode::config::standard())
         .map_err(|e| Error::Storage(format!("encoding the member list: {e}")))?;
-    store.put(Cf::Meta, META_MEMBERS, &bytes, false)
-}
-
-/// Resolves `host:port` (a name, or an address) to its first socket address.
-async fn resolve(host_port: &str) -> Option<SocketAddr> {
-    tokio::net::lookup_host(host_port).await.ok()?.next()
-}
-
-/// How long a first start waits for seed names to resolve (containers may come up
-/// before their DNS names do) ...
-const SEED_RESOLVE_PATIENCE: Duration = Duration::from_secs(30);
-/// ... and how long a restart waits, which knows its peers' addresses from the last
-/// run already: a seed that is down (a killed container has no DNS name) must not
-/// hold the restart up.
-const SEED_RESOLVE_PATIENCE_RESTART: Duration = Duration::from_secs(2);
-
-/// Resolves every seed at once, each retried every second until `patience` passes
-/// (at least one attempt each, bounded by `patience` too);
-/// a seed that does not resolve by then is left out (and logged).
-async fn resolve_seeds(join: &[String], patience: Duration) -> Vec<SocketAddr> {
-    let deadline = tokio::time::Instant::now() + patience;
-    let attempts = join.iter().map(|seed| async move {
-        loop {
-            // A name the resolver cannot answer may hang for its own timeout (a
-            // container's DNS forwards unknown names upstream): bound each attempt.
-            if let Ok(Some(addr)) = tokio::time::timeout_at(deadline, resolve(seed)).await {
-                return Some(addr);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(%seed, "cannot resolve the seed; starting without it");
-                return None;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
-    futures::future::join_all(attempts)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    // fsync'ed: a node that lost its member list (a power cut after an unsynced
+    // write) restarts with a ring of itself alone, takes writes for keys it is no
+    // home replica of, and acknowledges them where no read will look (ringkv-sim
+    // seed 67). Membership changes are rare, so the fsync costs nothing.
+    store.put(Cf::Meta, META_MEMBERS, &bytes, true)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! Command line and environment of `ringkv-node` (design.md §3.1): every flag also
-//! reads `RINGKV_<FLAG>`. [`NodeArgs`] is what clap parses; [`Config`] is the checked
-//! result the node runs with.
+//! Command line and environment of `ringkv-node` (README.md#running-a-cluster-by-hand):
+//! every flag also reads `RINGKV_<FLAG>`. [`NodeArgs`] is what clap parses; [`Config`]
+//! is the checked result the node runs with.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

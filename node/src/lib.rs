@@ -11,20 +11,26 @@
 //! version as pure logic under all of them. Storage knows nothing of the network; the
 //! coordinator never imports the API.
 //!
-//! Current stage: one node serves the full interface; membership, placement on the
-//! ring and replication across nodes come next (see the issues).
+//! [`services`] assembles the protocol half (replica, hints, membership view,
+//! coordinator, handoff) from parts the caller picks, so the binary and the simulator
+//! run the same code; [`env`] holds the seams for time, randomness and blocking calls
+//! (docs/architecture.md#seams-and-the-deterministic-simulator).
 
 pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod dev;
+pub mod discovery;
+pub mod env;
 pub mod error;
 pub mod handoff;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod repair;
 pub mod replica;
+pub mod services;
 pub mod storage;
 pub mod version;
 

@@ -128,11 +128,12 @@ pub const RECORD_CACHE_ENTRIES: &str = "ringkv_record_cache_entries";
 pub const RECORD_CACHE_BYTES: &str = "ringkv_record_cache_bytes";
 
 /// Publishes the record cache's counters (read from the cache when metrics are scraped).
-pub fn record_cache(stats: crate::replica::CacheStats) {
-    metrics::counter!(RECORD_CACHE_HITS).absolute(stats.hits);
-    metrics::counter!(RECORD_CACHE_MISSES).absolute(stats.misses);
-    metrics::gauge!(RECORD_CACHE_ENTRIES).set(stats.entries as f64);
-    metrics::gauge!(RECORD_CACHE_BYTES).set(stats.bytes as f64);
+/// (Plain numbers, so that metrics, which the replica uses, does not import it back.)
+pub fn record_cache(hits: u64, misses: u64, entries: u64, bytes: u64) {
+    metrics::counter!(RECORD_CACHE_HITS).absolute(hits);
+    metrics::counter!(RECORD_CACHE_MISSES).absolute(misses);
+    metrics::gauge!(RECORD_CACHE_ENTRIES).set(entries as f64);
+    metrics::gauge!(RECORD_CACHE_BYTES).set(bytes as f64);
 }
 
 /// Read repairs sent to a stale or missing replica.

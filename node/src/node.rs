@@ -21,12 +21,14 @@ use tokio::task::JoinHandle;
 use crate::api::{self, ApiState};
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::coordinator::Coordinator;
+use crate::discovery;
+use crate::env::Env;
 use crate::error::{Error, Result};
-use crate::handoff::{self, HandoffOptions, HintLimits, HintStore};
+use crate::handoff::{HandoffOptions, HintLimits};
 use crate::metrics;
 use crate::net::{self, PeerClient};
 use crate::replica::Replica;
+use crate::services::{Parts, Services};
 use crate::storage::{Backend, RocksBackend, RocksOptions};
 
 /// How often histogram samples are folded into buckets.
@@ -38,12 +40,11 @@ pub struct Node {
     http_addr: SocketAddr,
     replica: Arc<Replica>,
     cluster: Arc<Cluster>,
+    services: Services,
     stop_http: watch::Sender<bool>,
     http_server: JoinHandle<()>,
     stop_peer: watch::Sender<bool>,
     peer_server: JoinHandle<()>,
-    stop_handoff: watch::Sender<bool>,
-    handoff: JoinHandle<()>,
     upkeep: JoinHandle<()>,
 }
 
@@ -51,57 +52,45 @@ impl Node {
     /// Opens the node's store and starts serving.
     pub async fn start(config: Config) -> Result<Self> {
         let config = Arc::new(config);
+        let env = Env::production();
         let rocks = RocksOptions {
             block_cache_bytes: config.block_cache_bytes,
         };
         let dir = config.data_dir.join("db");
-        let backend = tokio::task::spawn_blocking(move || RocksBackend::open(&dir, &rocks))
-            .await
-            .map_err(|e| Error::Storage(format!("opening the store: {e}")))??;
+        let backend = env
+            .blocking(move || RocksBackend::open(&dir, &rocks))
+            .await?;
         let backend: Arc<dyn Backend> = Arc::new(backend);
-        let replica = Arc::new(Replica::open(
-            backend.clone(),
-            &config.id,
-            config.max_siblings,
-            config.record_cache_bytes,
-        )?);
-        tracing::info!(node = %config.id, actor = ?*replica.actor(), data_dir = %config.data_dir.display(), "store open");
 
         let peer_listener = TcpListener::bind(config.cluster).await.map_err(|e| {
             Error::Config(format!("--cluster {}: cannot listen: {e}", config.cluster))
         })?;
-        let backend_for_hints = backend.clone();
-        let cluster = Arc::new(Cluster::start(&config, backend).await?);
+        let gossip = discovery::start_gossip(&config, backend.as_ref()).await?;
         // Peer connections leave from the cluster address when it is a specific one.
         let local_ip = Some(config.cluster.ip()).filter(|ip| !ip.is_unspecified());
-        let peers = Arc::new(PeerClient::with_local_ip(config.id.clone(), local_ip));
-        let limits = HintLimits {
-            max_age: config.hint_max_age,
-            max_bytes: config.hint_max_bytes,
-        };
-        let hint_backend = backend_for_hints;
-        let hints = Arc::new(
-            tokio::task::spawn_blocking(move || HintStore::open(hint_backend, limits))
-                .await
-                .map_err(|e| Error::Storage(format!("opening the hints: {e}")))??,
-        );
-        let coordinator = Arc::new(Coordinator::new(
-            replica.clone(),
-            config.quorum,
-            cluster.clone(),
-            peers.clone(),
-            hints.clone(),
-            config.hinted_handoff,
-        ));
-        let (stop_handoff, handoff_stopped) = watch::channel(false);
-        // Hints already kept are handed off even if this node no longer takes new ones.
-        let handoff = handoff::spawn_replay(
-            hints,
-            cluster.clone(),
-            peers,
-            HandoffOptions::default(),
-            handoff_stopped,
-        );
+        let transport = Arc::new(PeerClient::with_local_ip(config.id.clone(), local_ip));
+        let services = Services::start(Parts {
+            id: config.id.clone(),
+            quorum: config.quorum,
+            vnodes: config.vnodes,
+            max_siblings: config.max_siblings,
+            record_cache_bytes: config.record_cache_bytes,
+            hinted_handoff: config.hinted_handoff,
+            hint_limits: HintLimits {
+                max_age: config.hint_max_age,
+                max_bytes: config.hint_max_bytes,
+            },
+            handoff: HandoffOptions::default(),
+            backend,
+            gossip,
+            transport,
+            env,
+        })
+        .await?;
+        let replica = services.replica.clone();
+        let cluster = services.cluster.clone();
+        let coordinator = services.coordinator.clone();
+        tracing::info!(node = %config.id, actor = ?*replica.actor(), data_dir = %config.data_dir.display(), "store open");
         let (stop_peer, peer_stopped) = watch::channel(false);
         let peer_server =
             tokio::spawn(net::serve(peer_listener, coordinator.clone(), peer_stopped));
@@ -134,12 +123,11 @@ impl Node {
             http_addr,
             replica,
             cluster,
+            services,
             stop_http,
             http_server,
             stop_peer,
             peer_server,
-            stop_handoff,
-            handoff,
             upkeep,
         })
     }
@@ -150,15 +138,12 @@ impl Node {
     }
 
     /// Stops accepting, drains in-flight requests, leaves gossip, flushes the store.
-    pub async fn shutdown(self) -> Result<()> {
+    pub async fn shutdown(mut self) -> Result<()> {
         let _ = self.stop_http.send(true);
         if let Err(e) = self.http_server.await {
             tracing::error!(error = %e, "the HTTP server task failed");
         }
-        let _ = self.stop_handoff.send(true);
-        if let Err(e) = self.handoff.await {
-            tracing::error!(error = %e, "the handoff task failed");
-        }
+        self.services.stop_handoff().await;
         self.cluster.leave().await;
         let _ = self.stop_peer.send(true);
         if let Err(e) = self.peer_server.await {

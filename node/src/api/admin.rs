@@ -21,7 +21,8 @@ pub fn health(state: &ApiState) -> Response<Body> {
 }
 
 pub fn metrics(state: &ApiState) -> Response<Body> {
-    crate::metrics::record_cache(state.coordinator.record_cache_stats());
+    let cache = state.coordinator.record_cache_stats();
+    crate::metrics::record_cache(cache.hits, cache.misses, cache.entries, cache.bytes);
     reply::bytes(
         StatusCode::OK,
         "text/plain; version=0.0.4",

@@ -1,4 +1,4 @@
-//! The HTTP API of design.md §3.2 on hyper: a hand-written router (keys are raw,
+//! The HTTP API of README.md#http-api on hyper: a hand-written router (keys are raw,
 //! percent-encoded bytes, which path-extracting routers would decode lossily), one
 //! module per family of endpoints, and one place, [`reply`], that turns errors into
 //! statuses and JSON bodies.

@@ -20,7 +20,7 @@ impl PeerHandler for Coordinator {
                 PeerRequest::Read { key } => self.replica.get(&key).map(PeerResponse::Read),
                 PeerRequest::Merge { key, clock, sync } => {
                     let replica = self.replica.clone();
-                    run_local(sync, LOCAL_CALL_TIMEOUT, 1, move || {
+                    run_local(&self.env, sync, LOCAL_CALL_TIMEOUT, 1, move || {
                         replica.merge(&key, &clock, sync)
                     })
                     .await
@@ -38,7 +38,7 @@ impl PeerHandler for Coordinator {
                         ))
                     } else {
                         let hints = self.hints.clone();
-                        run_local(sync, LOCAL_CALL_TIMEOUT, 1, move || {
+                        run_local(&self.env, sync, LOCAL_CALL_TIMEOUT, 1, move || {
                             hints.add(&owner, &key, &clock, sync)
                         })
                         .await

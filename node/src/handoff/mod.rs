@@ -1,5 +1,5 @@
 //! Hinted handoff: writes kept by a stand-in for a home replica that was down, and
-//! handed back to it when it returns (design.md §4, sloppy quorum).
+//! handed back to it when it returns (docs/architecture.md#sloppy-quorum-and-hinted-handoff).
 //!
 //! A *hint* is one key's [`Clock`](crate::version::Clock) held on behalf of its
 //! *owner*, a home replica of the key that was down (per gossip) or did not answer when

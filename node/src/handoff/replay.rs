@@ -2,7 +2,7 @@
 //!
 //! A round ([`replay_round`]) is written against two functions, "is this owner live"
 //! and "send this clock to this owner", so tests drive the exact production round with
-//! fakes; [`spawn_replay`] wires them to the [`Cluster`] view and the [`PeerClient`].
+//! fakes; [`spawn_replay`] wires them to the [`Cluster`] view and a [`PeerTransport`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,11 +12,11 @@ use futures::StreamExt as _;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::store::{self, HintStore, Sweep};
+use super::store::{HintStore, Sweep};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::metrics as names;
-use crate::net::{PeerClient, PeerRequest, PeerResponse};
+use crate::net::{PeerRequest, PeerResponse, PeerTransport};
 use crate::version::Clock;
 
 /// The shortest timer interval accepted (a zero interval would spin).
@@ -77,7 +77,7 @@ impl RoundReport {
 pub fn spawn_replay(
     hints: Arc<HintStore>,
     cluster: Arc<Cluster>,
-    peers: Arc<PeerClient>,
+    peers: Arc<dyn PeerTransport>,
     options: HandoffOptions,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -150,7 +150,7 @@ async fn run_replay<L, S, F>(
         };
         if on_timer
             && last_sweep.is_none_or(|at| at.elapsed() >= sweep_period)
-            && hints.expiry_due(store::now_ms())
+            && hints.expiry_due(hints.env().now_ms())
         {
             last_sweep = Some(Instant::now());
             tokio::select! {
@@ -197,14 +197,16 @@ async fn next_change(changes: &mut Option<watch::Receiver<u64>>) {
 
 /// One expiry sweep over every hint, a batch at a time off the executor.
 async fn sweep(hints: &Arc<HintStore>, pause: Duration) {
-    let mut sweep = Sweep::new(store::now_ms());
+    let mut sweep = Sweep::new(hints.env().now_ms());
     loop {
         let store = hints.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let done = store.expire_batch(&mut sweep);
-            (sweep, done)
-        })
-        .await;
+        let result = hints
+            .env()
+            .blocking(move || {
+                let done = store.expire_batch(&mut sweep);
+                Ok((sweep, done))
+            })
+            .await;
         let done;
         (sweep, done) = match result {
             Ok(r) => r,
@@ -294,7 +296,10 @@ where
 {
     let batch = {
         let (store, owner, limit) = (hints.clone(), owner.to_owned(), options.batch_keys);
-        blocking(move || store.read_batch(&owner, cursor.as_deref(), limit)).await?
+        hints
+            .env()
+            .blocking(move || store.read_batch(&owner, cursor.as_deref(), limit))
+            .await?
     };
     report.corrupt += batch.corrupt;
     let mut delivered = Vec::with_capacity(batch.hints.len());
@@ -321,18 +326,20 @@ where
     }
     // Whatever the owner acknowledged is done, even if a later call failed.
     let store = hints.clone();
-    let (deleted, kept, delete_error) = blocking(move || {
-        let (mut deleted, mut kept) = (0, 0);
-        for ticket in &delivered {
-            match store.delete_if_unchanged(ticket) {
-                Ok(true) => deleted += 1,
-                Ok(false) => kept += 1,
-                Err(e) => return Ok((deleted, kept, Some(e))),
+    let (deleted, kept, delete_error) = hints
+        .env()
+        .blocking(move || {
+            let (mut deleted, mut kept) = (0, 0);
+            for ticket in &delivered {
+                match store.delete_if_unchanged(ticket) {
+                    Ok(true) => deleted += 1,
+                    Ok(false) => kept += 1,
+                    Err(e) => return Ok((deleted, kept, Some(e))),
+                }
             }
-        }
-        Ok((deleted, kept, None))
-    })
-    .await?;
+            Ok((deleted, kept, None))
+        })
+        .await?;
     report.delivered += deleted;
     report.kept_changed += kept;
     ::metrics::counter!(names::HINTS_DELIVERED).increment(deleted);
@@ -340,15 +347,6 @@ where
         Some(e) => Err(e),
         None => Ok(batch.next),
     }
-}
-
-/// Runs a blocking store call off the async executor.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(call)
-        .await
-        .map_err(|e| Error::Storage(format!("hint store task failed: {e}")))?
 }
 
 async fn pause_for(pause: Duration) {
@@ -373,7 +371,7 @@ mod tests {
             max_age: Duration::from_secs(3600),
             max_bytes: u64::MAX,
         };
-        Arc::new(HintStore::open(backend, limits).unwrap())
+        Arc::new(HintStore::open(backend, limits, crate::env::Env::production()).unwrap())
     }
 
     fn write(node: &str, value: &str) -> Clock {
@@ -522,10 +520,12 @@ mod tests {
             max_age: Duration::from_secs(3600),
             max_bytes: u64::MAX,
         };
-        let hints = Arc::new(HintStore::open(backend.clone(), limits).unwrap());
+        let hints = Arc::new(
+            HintStore::open(backend.clone(), limits, crate::env::Env::production()).unwrap(),
+        );
         hints.add("n2", b"bad", &write("n1", "a"), false).unwrap();
         hints.add("n2", b"good", &write("n1", "b"), false).unwrap();
-        let hint_key = store::hint_key("n2", b"bad").unwrap();
+        let hint_key = super::super::store::hint_key("n2", b"bad").unwrap();
         let mut raw = backend.get(Cf::Hints, &hint_key).unwrap().unwrap();
         raw[12] ^= 0x01;
         backend.put(Cf::Hints, &hint_key, &raw, false).unwrap();

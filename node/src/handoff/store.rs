@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::metrics as names;
 use crate::storage::{Backend, Cf, record};
@@ -18,6 +19,10 @@ const SEPARATOR: u8 = 0x00;
 const TIME_BYTES: usize = 8;
 /// Records read per scan when opening and per expiry batch.
 pub(super) const SCAN_BATCH_KEYS: usize = 1024;
+
+mod expiry;
+
+pub(in crate::handoff) use expiry::Sweep;
 
 /// Bounds of the hint store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +53,7 @@ pub struct HintStore {
     limits: HintLimits,
     counters: Mutex<Counters>,
     stripes: Box<[Mutex<()>]>,
+    env: Env,
 }
 
 /// What a replay round must show to delete a hint: its storage key and the record as
@@ -77,38 +83,12 @@ pub(super) struct Batch {
     pub next: Option<Vec<u8>>,
 }
 
-/// A sweep for expired hints in progress, batch by batch.
-#[derive(Debug)]
-pub(super) struct Sweep {
-    /// The "now" every hint's age is measured against.
-    now_ms: u64,
-    /// The storage key the next batch starts from.
-    next: Vec<u8>,
-    /// The oldest `written_ms` among the hints kept so far.
-    kept_oldest_ms: u64,
-    /// Hints dropped so far.
-    pub expired: u64,
-    /// Hints found corrupt so far (deleted).
-    pub corrupt: u64,
-}
-
-impl Sweep {
-    pub fn new(now_ms: u64) -> Self {
-        Self {
-            now_ms,
-            next: Vec::new(),
-            kept_oldest_ms: u64::MAX,
-            expired: 0,
-            corrupt: 0,
-        }
-    }
-}
-
 impl HintStore {
     /// Opens the hints kept in `backend`'s [`Cf::Hints`], counting them per owner and
     /// bytes (a scan at start). Records that cannot be a hint (no owner, too short) are
     /// counted as corrupt and deleted; record crcs are checked later, when a hint is used.
-    pub fn open(backend: Arc<dyn Backend>, limits: HintLimits) -> Result<Self> {
+    /// `env` gives the wall clock that dates hints and runs the replay's batches.
+    pub fn open(backend: Arc<dyn Backend>, limits: HintLimits, env: Env) -> Result<Self> {
         let mut counters = Counters {
             per_owner: BTreeMap::new(),
             bytes: 0,
@@ -150,7 +130,13 @@ impl HintStore {
             limits,
             counters: Mutex::new(counters),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            env,
         })
+    }
+
+    /// The clock and storage executor this store was opened with.
+    pub fn env(&self) -> &Env {
+        &self.env
     }
 
     /// The bounds this store keeps.
@@ -164,7 +150,7 @@ impl HintStore {
     /// `max_bytes`, and with [`Error::BadRequest`] when `owner` cannot be a node id.
     /// Blocks on the disk.
     pub fn add(&self, owner: &str, key: &[u8], clock: &Clock, sync: bool) -> Result<()> {
-        self.add_at(owner, key, clock, sync, now_ms())
+        self.add_at(owner, key, clock, sync, self.env.now_ms())
     }
 
     /// [`Self::add`] at the wall-clock time `now_ms`.
@@ -297,64 +283,6 @@ impl HintStore {
         Ok(true)
     }
 
-    /// True when some hint may be older than `max_age` at `now_ms`: a sweep could find
-    /// something to drop.
-    pub(super) fn expiry_due(&self, now_ms: u64) -> bool {
-        let oldest_ms = self.counters().oldest_written_ms;
-        oldest_ms != u64::MAX && is_expired(oldest_ms, now_ms, self.max_age_ms())
-    }
-
-    /// Drops the expired hints of the next batch of `sweep`; `true` when the sweep is
-    /// done. Blocks on the disk.
-    pub(super) fn expire_batch(&self, sweep: &mut Sweep) -> Result<bool> {
-        let records = self
-            .backend
-            .scan_prefix(Cf::Hints, &[], &sweep.next, SCAN_BATCH_KEYS)?;
-        let max_age_ms = self.max_age_ms();
-        for (hint_key, stored) in &records {
-            let Some(written_ms) = written_ms_of(stored) else {
-                let ticket = Ticket {
-                    hint_key: hint_key.clone(),
-                    stored: stored.clone(),
-                };
-                self.drop_corrupt(ticket, record::Corrupt("truncated time"))?;
-                sweep.corrupt += 1;
-                continue;
-            };
-            if !is_expired(written_ms, sweep.now_ms, max_age_ms) {
-                sweep.kept_oldest_ms = sweep.kept_oldest_ms.min(written_ms);
-                continue;
-            }
-            let ticket = Ticket {
-                hint_key: hint_key.clone(),
-                stored: stored.clone(),
-            };
-            if self.delete_if_unchanged(&ticket)? {
-                sweep.expired += 1;
-                ::metrics::counter!(names::HINTS_EXPIRED).increment(1);
-                tracing::debug!(
-                    hint_key = %String::from_utf8_lossy(hint_key),
-                    age_ms = sweep.now_ms.saturating_sub(written_ms),
-                    "dropped an expired hint"
-                );
-            }
-            // Changed since the scan: a write refreshed it, so it is not expired.
-        }
-        match records.last() {
-            Some((last, _)) if records.len() == SCAN_BATCH_KEYS => {
-                sweep.next = successor(last);
-                Ok(false)
-            }
-            _ => {
-                // Hints written during the sweep are no older than its start; those it
-                // kept are no older than the oldest it saw.
-                let mut counters = self.counters();
-                counters.oldest_written_ms = sweep.kept_oldest_ms.min(sweep.now_ms);
-                Ok(true)
-            }
-        }
-    }
-
     /// Counts, logs and deletes a hint that cannot be handed off.
     fn drop_corrupt(&self, ticket: Ticket, corrupt: record::Corrupt) -> Result<()> {
         ::metrics::counter!(names::HINTS_CORRUPT).increment(1);
@@ -393,29 +321,6 @@ impl HintStore {
             .unwrap()?;
         Some(parse(&stored).unwrap())
     }
-
-    /// Every expired hint dropped at `now_ms`, in one go; returns how many.
-    #[cfg(test)]
-    pub(super) fn expire(&self, now_ms: u64) -> Result<u64> {
-        let mut sweep = Sweep::new(now_ms);
-        while !self.expire_batch(&mut sweep)? {}
-        Ok(sweep.expired)
-    }
-}
-
-/// Milliseconds since the Unix epoch, by the wall clock.
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// True when a hint last written at `written_ms` is past `max_age_ms` at `now_ms`. A
-/// time further ahead than `max_age_ms` is damaged or from a clock that jumped: treated
-/// as expired so that no hint escapes the bound.
-fn is_expired(written_ms: u64, now_ms: u64, max_age_ms: u64) -> bool {
-    now_ms.saturating_sub(written_ms) >= max_age_ms
-        || written_ms.saturating_sub(now_ms) > max_age_ms
 }
 
 /// The storage key of `owner`'s hint for `key`.
@@ -505,7 +410,7 @@ mod tests {
 
     fn memory_store(max_bytes: u64) -> (Arc<dyn Backend>, HintStore) {
         let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-        let store = HintStore::open(backend.clone(), limits(max_bytes)).unwrap();
+        let store = HintStore::open(backend.clone(), limits(max_bytes), Env::production()).unwrap();
         (backend, store)
     }
 
@@ -622,7 +527,7 @@ mod tests {
         let (pending, bytes, clock) = {
             let backend: Arc<dyn Backend> =
                 Arc::new(RocksBackend::open(dir.path(), &RocksOptions::default()).unwrap());
-            let store = HintStore::open(backend, limits(u64::MAX)).unwrap();
+            let store = HintStore::open(backend, limits(u64::MAX), Env::production()).unwrap();
             store.add("n2", b"k1", &write("n1", "a"), true).unwrap();
             store.add("n2", b"k1", &write("n3", "b"), true).unwrap();
             store.add("n3", b"k2", &write("n1", "c"), true).unwrap();
@@ -634,7 +539,7 @@ mod tests {
         };
         let backend: Arc<dyn Backend> =
             Arc::new(RocksBackend::open(dir.path(), &RocksOptions::default()).unwrap());
-        let store = HintStore::open(backend, limits(u64::MAX)).unwrap();
+        let store = HintStore::open(backend, limits(u64::MAX), Env::production()).unwrap();
         assert_eq!(
             store.pending(),
             BTreeMap::from([("n2".to_owned(), 1), ("n3".to_owned(), 1)])
@@ -779,7 +684,8 @@ mod tests {
         backend
             .put(Cf::Hints, &hint_key, &[1, 2, 3], false)
             .unwrap();
-        let reopened = HintStore::open(backend.clone(), limits(u64::MAX)).unwrap();
+        let reopened =
+            HintStore::open(backend.clone(), limits(u64::MAX), Env::production()).unwrap();
         assert!(backend.get(Cf::Hints, b"no-separator").unwrap().is_none());
         assert!(backend.get(Cf::Hints, &hint_key).unwrap().is_none());
         assert_eq!(reopened.pending(), BTreeMap::from([("n2".to_owned(), 1)]));

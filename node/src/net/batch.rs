@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::PEER_BATCH_CALLS;
-use super::client::{Failure, Transport};
+use super::exchange::{Exchange, Failure};
 use super::message::{BATCH_CALLS_MAX, PeerRequest, PeerResponse};
 
 /// Messages sent to one peer and not yet answered. One at a time gathers the most
@@ -63,7 +63,7 @@ pub(super) struct Batcher {
 
 impl Batcher {
     /// Starts the batcher task of `peer`.
-    pub(super) fn start(transport: Transport, peer: SocketAddr) -> Self {
+    pub(super) fn start(transport: Exchange, peer: SocketAddr) -> Self {
         let (queue, calls) = mpsc::channel(QUEUE_CALLS_MAX);
         tokio::spawn(run(transport, peer, calls));
         Self { queue }
@@ -96,7 +96,7 @@ impl Batcher {
 
 /// The batcher task: sends what waits whenever fewer than [`BATCHES_IN_FLIGHT_MAX`]
 /// messages are in flight, until every [`Batcher`] is dropped and the queue is empty.
-async fn run(transport: Transport, peer: SocketAddr, mut calls: mpsc::Receiver<Queued>) {
+async fn run(transport: Exchange, peer: SocketAddr, mut calls: mpsc::Receiver<Queued>) {
     let mut in_flight = FuturesUnordered::new();
     // When each message in flight left, by id, oldest first.
     let mut sent_at: VecDeque<(u64, Instant)> = VecDeque::new();
@@ -184,7 +184,7 @@ fn gather(
 
 /// Sends one batch and hands each caller its answer, or the batch's failure.
 /// Returns `id` once every caller has its answer.
-async fn send(transport: Transport, peer: SocketAddr, batch: Vec<Queued>, id: u64) -> u64 {
+async fn send(transport: Exchange, peer: SocketAddr, batch: Vec<Queued>, id: u64) -> u64 {
     metrics::histogram!(PEER_BATCH_CALLS).record(batch.len() as f64);
     let deadline = batch
         .iter()

@@ -23,8 +23,8 @@
 //! Caveats:
 //! - No authentication yet: anyone who reaches the cluster port can read and write
 //!   through it, and the envelope's `from` is the sender's claim. A shared cluster key
-//!   (`--cluster-key-file`, design.md §5) is a later issue; until then the port must be
-//!   on a trusted network.
+//!   (`--cluster-key-file`, docs/architecture.md#caveats-and-known-limits) is a later
+//!   issue; until then the port must be on a trusted network.
 //! - A message whose every caller gave up (their timeouts) resets its HTTP/2 stream,
 //!   and hyper then drops the handler's futures at their next `.await`: a
 //!   [`PeerHandler`] must leave state consistent at every await point, or spawn the
@@ -35,12 +35,15 @@
 
 mod batch;
 mod client;
+mod exchange;
 pub mod message;
 mod server;
+mod transport;
 
 pub use client::PeerClient;
 pub use message::{PeerErrorKind, PeerRequest, PeerResponse, WireSupersedes};
 pub use server::{PeerHandler, serve};
+pub use transport::PeerTransport;
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use message::MESSAGE_MAX_BYTES;
@@ -59,9 +62,10 @@ pub const PEER_BAD_REQUESTS: &str = "ringkv_peer_bad_requests_total";
 /// The one path peers call.
 const RPC_PATH: &str = "/rpc";
 
-/// The bincode configuration of every peer message, both ways: bounded, because a
+/// The bincode configuration of every peer message, both ways (and of the simulator's
+/// messages, so it encodes exactly what the wire carries): bounded, because a
 /// length prefix from the network could otherwise claim gigabytes.
-const fn wire_config() -> Configuration<LittleEndian, Varint, Limit<MESSAGE_MAX_BYTES>> {
+pub const fn wire_config() -> Configuration<LittleEndian, Varint, Limit<MESSAGE_MAX_BYTES>> {
     bincode::config::standard().with_limit::<MESSAGE_MAX_BYTES>()
 }
 

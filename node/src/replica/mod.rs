@@ -21,6 +21,7 @@ pub mod cache;
 
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::env::Entropy;
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::storage::{Backend, Cf, record};
@@ -40,6 +41,8 @@ pub struct Replica {
     max_siblings: usize,
     stripes: Box<[Mutex<()>]>,
     cache: RecordCache,
+    /// Draws new incarnations.
+    entropy: Arc<dyn Entropy>,
 }
 
 impl Replica {
@@ -51,6 +54,7 @@ impl Replica {
         node_id: &str,
         max_siblings: usize,
         cache_bytes: u64,
+        entropy: Arc<dyn Entropy>,
     ) -> Result<Self> {
         let incarnation = match backend.get(Cf::Meta, META_INCARNATION)? {
             Some(bytes) => u64::from_le_bytes(
@@ -59,7 +63,7 @@ impl Replica {
                     .try_into()
                     .map_err(|_| Error::Storage("the stored incarnation is not 8 bytes".into()))?,
             ),
-            None => new_incarnation(backend.as_ref())?,
+            None => new_incarnation(backend.as_ref(), entropy.as_ref())?,
         };
         Ok(Self {
             backend,
@@ -67,6 +71,7 @@ impl Replica {
             max_siblings,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             cache: RecordCache::new(cache_bytes),
+            entropy,
         })
     }
 
@@ -79,7 +84,7 @@ impl Replica {
     /// before (see the module docs).
     fn renew_incarnation(&self) -> Result<()> {
         let mut actor = self.actor.write().unwrap_or_else(|p| p.into_inner());
-        let incarnation = new_incarnation(self.backend.as_ref())?;
+        let incarnation = new_incarnation(self.backend.as_ref(), self.entropy.as_ref())?;
         *actor = Arc::new(Actor::new(actor.node.clone(), incarnation));
         tracing::warn!(actor = ?*actor, "renewed the incarnation after finding a corrupt record");
         Ok(())
@@ -212,8 +217,8 @@ impl Replica {
 }
 
 /// Draws and stores a new incarnation (fsync'ed: it must outlive any dot made with it).
-fn new_incarnation(backend: &dyn Backend) -> Result<u64> {
-    let incarnation = rand::random::<u64>();
+fn new_incarnation(backend: &dyn Backend, entropy: &dyn Entropy) -> Result<u64> {
+    let incarnation = entropy.next_u64();
     backend.put(Cf::Meta, META_INCARNATION, &incarnation.to_le_bytes(), true)?;
     Ok(incarnation)
 }
@@ -222,6 +227,10 @@ fn new_incarnation(backend: &dyn Backend) -> Result<u64> {
 mod tests {
     use super::*;
     use crate::storage::MemoryBackend;
+
+    fn os() -> Arc<dyn Entropy> {
+        Arc::new(crate::env::OsEntropy)
+    }
 
     /// Tests run with the record cache on, so that they check the cached paths too.
     const CACHE_BYTES: u64 = 1 << 20;
@@ -245,6 +254,7 @@ mod tests {
             "n1",
             max_siblings,
             CACHE_BYTES,
+            os(),
         )
         .unwrap()
     }
@@ -253,14 +263,15 @@ mod tests {
     fn incarnation_is_kept_across_reopen() {
         // Reopening the same store keeps the actor, so counters continue rather than restart.
         let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-        let a = Replica::open(backend.clone(), "n1", 8, CACHE_BYTES)
+        let a = Replica::open(backend.clone(), "n1", 8, CACHE_BYTES, os())
             .unwrap()
             .actor();
-        let b = Replica::open(backend, "n1", 8, CACHE_BYTES)
+        let b = Replica::open(backend, "n1", 8, CACHE_BYTES, os())
             .unwrap()
             .actor();
         assert_eq!(a, b);
-        let fresh = Replica::open(Arc::new(MemoryBackend::new()), "n1", 8, CACHE_BYTES).unwrap();
+        let fresh =
+            Replica::open(Arc::new(MemoryBackend::new()), "n1", 8, CACHE_BYTES, os()).unwrap();
         assert_ne!(fresh.actor(), a, "a new data dir gets a new incarnation");
     }
 
@@ -283,7 +294,7 @@ mod tests {
         // A record with a flipped byte reads as missing, and the next write's dot cannot
         // collide with the lost one (which other replicas may hold with another value).
         let backend = Arc::new(MemoryBackend::new());
-        let r = Replica::open(backend.clone(), "n1", 8, CACHE_BYTES).unwrap();
+        let r = Replica::open(backend.clone(), "n1", 8, CACHE_BYTES, os()).unwrap();
         let before = r
             .client_write(b"k", &VersionVector::empty(), 1, b"v")
             .unwrap();
@@ -302,7 +313,7 @@ mod tests {
             2,
             "the rewrite reused the lost write's dot"
         );
-        let reopened = Replica::open(backend, "n1", 8, CACHE_BYTES).unwrap();
+        let reopened = Replica::open(backend, "n1", 8, CACHE_BYTES, os()).unwrap();
         assert_eq!(
             reopened.actor(),
             r.actor(),
@@ -373,7 +384,7 @@ mod tests {
         let second = r.client_write(b"k", &first.context(), 2, b"2").unwrap();
         assert_eq!(r.get(b"k").unwrap(), Some(second.clone()));
 
-        let elsewhere = Replica::open(Arc::new(MemoryBackend::new()), "n2", 8, 0)
+        let elsewhere = Replica::open(Arc::new(MemoryBackend::new()), "n2", 8, 0, os())
             .unwrap()
             .client_write(b"k", &empty, 3, b"3")
             .unwrap();
@@ -391,7 +402,7 @@ mod tests {
         for round in 0..20 {
             let backend = Arc::new(YieldingBackend::default());
             // A cache that holds a handful of keys, so entries are evicted and refilled.
-            let r = Arc::new(Replica::open(backend.clone(), "n1", 8, 2048).unwrap());
+            let r = Arc::new(Replica::open(backend.clone(), "n1", 8, 2048, os()).unwrap());
             let keys: Vec<Vec<u8>> = (0..4).map(|k| format!("key{k}").into_bytes()).collect();
             let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let readers: Vec<_> = (0..3)

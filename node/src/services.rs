@@ -1,0 +1,148 @@
+//! The protocol half of a node: replica, hints, membership view, coordinator and the
+//! hinted-handoff task, assembled from parts that the caller chooses.
+//!
+//! [`crate::node::Node`] builds the parts for production (RocksDB, gossip over UDP,
+//! [`crate::net::PeerClient`], [`Env::production`]) and adds the listeners; the
+//! simulator builds them from its in-memory disk, simulated sockets, simulated
+//! transport and a seeded [`Env`], and delivers peer calls to
+//! [`Services::coordinator`] itself. Either way the same code runs from here down.
+
+use std::sync::Arc;
+
+use ringkv_gossip::Gossip;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cluster::Cluster;
+use crate::coordinator::{Coordinator, Quorum};
+use crate::env::Env;
+use crate::error::Result;
+use crate::handoff::{self, HandoffOptions, HintLimits, HintStore};
+use crate::net::PeerTransport;
+use crate::replica::Replica;
+use crate::storage::Backend;
+
+/// Everything [`Services::start`] needs.
+#[derive(Debug)]
+pub struct Parts {
+    /// The node's `--id`.
+    pub id: String,
+    /// `--n`, `--r`, `--w`.
+    pub quorum: Quorum,
+    /// Virtual nodes per member on the ring.
+    pub vnodes: usize,
+    /// Most concurrent values per key.
+    pub max_siblings: usize,
+    /// Memory for the replica's record cache (0: none).
+    pub record_cache_bytes: u64,
+    /// Whether this node takes writes for down replicas (and stand-ins are used).
+    pub hinted_handoff: bool,
+    /// Age and byte bounds of the hints kept here.
+    pub hint_limits: HintLimits,
+    /// Pace of the handoff task.
+    pub handoff: HandoffOptions,
+    /// The store (every column family).
+    pub backend: Arc<dyn Backend>,
+    /// Gossip, started on the node's cluster address.
+    pub gossip: Gossip,
+    /// How this node calls the others.
+    pub transport: Arc<dyn PeerTransport>,
+    /// Time, randomness and the storage executor.
+    pub env: Env,
+}
+
+/// The running protocol half of a node.
+#[derive(Debug)]
+pub struct Services {
+    pub replica: Arc<Replica>,
+    pub cluster: Arc<Cluster>,
+    pub coordinator: Arc<Coordinator>,
+    stop_handoff: watch::Sender<bool>,
+    handoff: Option<JoinHandle<()>>,
+}
+
+impl Services {
+    /// Opens the replica and the hints and starts following membership and handing
+    /// off hints. Must run inside a tokio runtime.
+    pub async fn start(parts: Parts) -> Result<Self> {
+        let Parts {
+            id,
+            quorum,
+            vnodes,
+            max_siblings,
+            record_cache_bytes,
+            hinted_handoff,
+            hint_limits,
+            handoff,
+            backend,
+            gossip,
+            transport,
+            env,
+        } = parts;
+        let replica = Arc::new(Replica::open(
+            backend.clone(),
+            &id,
+            max_siblings,
+            record_cache_bytes,
+            env.entropy.clone(),
+        )?);
+        let hints = {
+            let (backend, env2) = (backend.clone(), env.clone());
+            Arc::new(
+                env.blocking(move || HintStore::open(backend, hint_limits, env2))
+                    .await?,
+            )
+        };
+        let cluster = Arc::new(Cluster::follow(&id, vnodes, gossip, backend));
+        let coordinator = Arc::new(Coordinator::new(
+            replica.clone(),
+            quorum,
+            cluster.clone(),
+            transport.clone(),
+            hints.clone(),
+            hinted_handoff,
+            env,
+        ));
+        let (stop_handoff, handoff_stopped) = watch::channel(false);
+        // Hints already kept are handed off even if this node no longer takes new ones.
+        let handoff =
+            handoff::spawn_replay(hints, cluster.clone(), transport, handoff, handoff_stopped);
+        Ok(Self {
+            replica,
+            cluster,
+            coordinator,
+            stop_handoff,
+            handoff: Some(handoff),
+        })
+    }
+
+    /// Stops the handoff task (hints not yet delivered stay stored).
+    pub async fn stop_handoff(&mut self) {
+        let _ = self.stop_handoff.send(true);
+        if let Some(task) = self.handoff.take()
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the handoff task failed");
+        }
+    }
+}
+
+impl Services {
+    /// Stops every background task at once, as a crash would: gossip, the view's
+    /// updates and the handoff task. Calls already in flight finish or time out on
+    /// their own; the simulator fences them off at its disk and network.
+    pub fn halt(&self) {
+        self.cluster.halt();
+        if let Some(task) = &self.handoff {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        if let Some(task) = &self.handoff {
+            task.abort();
+        }
+    }
+}
