@@ -1,6 +1,6 @@
 //! The history checker: pure functions from a [`History`] and the [`FinalState`]
-//! read after the faults healed to a [`Report`] of the properties of design.md §1
-//! and §6.
+//! read after the faults healed to a [`Report`] of the properties of
+//! docs/architecture.md#properties and docs/reliability.md#the-properties.
 //!
 //! # What a context covers
 //!
@@ -27,6 +27,14 @@
 //!    the delete's (home acknowledgements + `r` > `n`; stand-in acknowledgements do
 //!    not count, because reads ask home replicas only); and no value covered by any
 //!    acknowledged write appears in the final read.
+//! 6. **Quorum reads see acknowledged writes.** A read at `r` invoked after a PUT
+//!    completed whose home acknowledgements `h` satisfy `h + r > n` returns the PUT's
+//!    value, unless a write that may have been applied and was invoked before the read
+//!    completed covers it. The two quorums share a home replica, which holds the value
+//!    durably (or what replaced it); stand-in acknowledgements do not count, as in 4.
+//!    This is what catches a replica that forgets acknowledged writes (a lying fsync,
+//!    a lost record) while its peers still hold them, which property 1 cannot see
+//!    once repair has filled the hole.
 //! 5. **Convergence.** After the heal, every node's `/admin/replicas` view of every
 //!    key lists the same preference list of `n` nodes, and every replica in it
 //!    answers with the same context token; the final read of every key succeeded.
@@ -244,6 +252,8 @@ pub struct Report {
     pub resurrected: Vec<Violation>,
     /// 5. Keys whose replicas disagree, or that could not be read, after the heal.
     pub diverged: Vec<Violation>,
+    /// 6. Reads whose quorum met an acknowledged write's and that missed it.
+    pub stale_reads: Vec<Violation>,
     /// The history itself is inconsistent (a value written twice, a context from a
     /// read that did not succeed): a workload bug, counted as a violation.
     pub malformed: Vec<Violation>,
@@ -256,6 +266,8 @@ pub struct Report {
     pub reads_after_delete_checked: usize,
     /// Keys checked for convergence.
     pub keys_checked: usize,
+    /// (read, acknowledged write) pairs whose quorums had to meet, for property 6.
+    pub quorum_pairs_checked: usize,
 }
 
 impl Report {
@@ -266,6 +278,7 @@ impl Report {
             + self.false_siblings.len()
             + self.resurrected.len()
             + self.diverged.len()
+            + self.stale_reads.len()
             + self.malformed.len()
     }
 
@@ -274,7 +287,7 @@ impl Report {
     }
 
     /// `(property, violations)` in the order of the module docs.
-    pub fn properties(&self) -> [(&'static str, &[Violation]); 6] {
+    pub fn properties(&self) -> [(&'static str, &[Violation]); 7] {
         [
             ("1 no acknowledged write lost", &self.lost),
             ("2 no phantom value", &self.phantom),
@@ -284,6 +297,7 @@ impl Report {
             ),
             ("4 no resurrection", &self.resurrected),
             ("5 convergence", &self.diverged),
+            ("6 quorum reads see acknowledged writes", &self.stale_reads),
             ("  malformed history", &self.malformed),
         ]
     }
@@ -299,11 +313,12 @@ impl fmt::Display for Report {
             f,
             "checked: {} acknowledged writes against the final read ({} absent but covered \
              only by writes of unknown fate), {} reads against earlier deletes, {} keys for \
-             convergence",
+             convergence, {} read/write pairs whose quorums meet",
             self.acked_writes_checked,
             self.absent_covered_by_unknown,
             self.reads_after_delete_checked,
-            self.keys_checked
+            self.keys_checked,
+            self.quorum_pairs_checked
         )?;
         for (name, list) in self.properties() {
             writeln!(f, "{name}: {} violations", list.len())?;
@@ -327,6 +342,7 @@ pub fn check(history: &History, fin: &FinalState, n: usize) -> Report {
     checker.phantoms_and_false_siblings(fin);
     checker.resurrections(fin);
     checker.convergence(fin);
+    checker.stale_reads();
     checker.report
 }
 
@@ -348,6 +364,9 @@ struct Checker<'h> {
     covered_acked: Vec<Option<OpId>>,
     /// The first write that may have been applied found covering each write.
     covered_effective: Vec<Option<OpId>>,
+    /// The earliest invocation of a write that may have been applied and covers
+    /// each write.
+    covered_since: Vec<Option<Duration>>,
     report: Report,
 }
 
@@ -362,6 +381,7 @@ impl<'h> Checker<'h> {
             parents: Vec::new(),
             covered_acked: Vec::new(),
             covered_effective: Vec::new(),
+            covered_since: Vec::new(),
             report: Report::default(),
         };
         for (i, op) in h.ops.iter().enumerate() {
@@ -388,7 +408,9 @@ impl<'h> Checker<'h> {
             .collect();
         c.covered_acked = vec![None; c.writes.len()];
         c.covered_effective = vec![None; c.writes.len()];
+        c.covered_since = vec![None; c.writes.len()];
         c.propagate_coverage();
+        c.propagate_covered_since();
         c
     }
 
@@ -504,6 +526,81 @@ impl<'h> Checker<'h> {
                 Self::mark_ancestors(&self.parents, &seeds, &mut self.covered_effective, op.id);
             }
         }
+    }
+
+    /// Fills `covered_since`: writes that may have been applied, in invocation order,
+    /// so the first mark a write gets is the earliest.
+    fn propagate_covered_since(&mut self) {
+        let mut order: Vec<usize> = (0..self.h.ops.len())
+            .filter(|&i| {
+                let op = &self.h.ops[i];
+                op.kind.is_write() && op.outcome.may_have_applied() && self.source(op).is_ok()
+            })
+            .collect();
+        order.sort_by_key(|&i| self.h.ops[i].invoke);
+        for i in order {
+            let op = &self.h.ops[i];
+            if op.kind.context_from().is_none() && matches!(op.kind, OpKind::Delete { .. }) {
+                for w in 0..self.writes.len() {
+                    let write = self.op(w);
+                    if write.key == op.key
+                        && write.invoke < op.complete
+                        && self.covered_since[w].is_none()
+                    {
+                        self.covered_since[w] = Some(op.invoke);
+                    }
+                }
+                continue;
+            }
+            let seeds = self.covered_by(op);
+            Self::mark_ancestors(&self.parents, &seeds, &mut self.covered_since, op.invoke);
+        }
+    }
+
+    /// Property 6.
+    fn stale_reads(&mut self) {
+        let mut found = Vec::new();
+        for read in &self.h.ops {
+            let (OpKind::Get { r }, Some(answer)) = (&read.kind, read.outcome.answer()) else {
+                continue;
+            };
+            let values = answer.values();
+            for w in 0..self.writes.len() {
+                let write = self.op(w);
+                let OpKind::Put { value, .. } = &write.kind else {
+                    continue;
+                };
+                let home = write.outcome.answer().map_or(0, Answer::home_acks);
+                if write.key != read.key
+                    || !write.outcome.is_ok()
+                    || write.complete >= read.invoke
+                    || home + r <= self.n
+                {
+                    continue;
+                }
+                self.report.quorum_pairs_checked += 1;
+                if values.contains(value)
+                    || self.covered_since[w].is_some_and(|at| at < read.complete)
+                {
+                    continue;
+                }
+                found.push(Violation {
+                    key: read.key.clone(),
+                    ops: vec![read.id, write.id],
+                    detail: format!(
+                        "read op {} (r={r}, invoked {:.3}s, via {}) returned {values:?}, \
+                         missing {value:?} of op {} (completed {:.3}s, {home} home \
+                         acknowledgements), which nothing covered",
+                        read.id,
+                        read.invoke.as_secs_f64(),
+                        read.node,
+                        write.id,
+                        write.complete.as_secs_f64()
+                    ),
+                });
+            }
+        }
+        self.report.stale_reads = found;
     }
 
     /// Property 1.
@@ -1101,6 +1198,34 @@ mod tests {
     }
 
     #[test]
+    fn a_quorum_read_that_misses_an_acknowledged_write_is_caught() {
+        // Two home acks and r=2 must meet; one home ack and a stand-in need not, and a
+        // write covered by a later one (even of unknown fate) may be missing.
+        let mut s = Script::new();
+        let w = s.put("k", "a", None);
+        let r = s.get("k", &[]);
+        let report = check(&s.history(), &converged_final(&[("k", &["a"])]), N);
+        assert_only(&report, "quorum reads", 1);
+        assert_eq!(report.stale_reads[0].ops, vec![r, w]);
+
+        let mut s = Script::new();
+        s.put_outcome("k", "a", None, written(&["n1", "n4"], &[("n2", "n4")]));
+        s.get("k", &[]);
+        let report = check(&s.history(), &converged_final(&[("k", &["a"])]), N);
+        assert!(report.is_clean(), "{report}");
+        assert_eq!(report.quorum_pairs_checked, 0);
+
+        let mut s = Script::new();
+        s.put("k", "a", None);
+        let g = s.get("k", &["a"]);
+        s.put_outcome("k", "b", Some(g), unknown());
+        s.get("k", &["b"]);
+        let report = check(&s.history(), &converged_final(&[("k", &["b"])]), N);
+        assert!(report.is_clean(), "{report}");
+        assert_eq!(report.quorum_pairs_checked, 2);
+    }
+
+    #[test]
     fn a_lost_write_is_caught() {
         // An acknowledged blind write that nothing covered is missing at the end.
         let mut s = Script::new();
@@ -1158,8 +1283,8 @@ mod tests {
         s.put("k", "a", None);
         s.put("j", "x", None);
         s.get("k", &["a", "zzz"]);
-        s.get("k", &["x"]);
-        s.at(10, 11).get("k", &["late"]);
+        s.get("k", &["a", "x"]);
+        s.at(10, 11).get("k", &["a", "late"]);
         s.at(20, 21).put("k", "late", None);
         let report = check(
             &s.history(),
