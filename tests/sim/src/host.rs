@@ -1,0 +1,149 @@
+//! One simulated host: the real node's protocol half ([`Services`]) on a simulated
+//! disk, socket and transport, booted, crashed and rebooted by the run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringkv_gossip::{Gossip, GossipConfig, SwimConfig};
+use ringkv_node::cluster::Cluster;
+use ringkv_node::coordinator::{Coordinator, Quorum};
+use ringkv_node::env::{Env, SeededEntropy, StorageCalls};
+use ringkv_node::handoff::{HandoffOptions, HintLimits};
+use ringkv_node::services::{Parts, Services};
+
+use crate::clock::HostClock;
+use crate::disk::Disk;
+use crate::net::{Net, SimSocket, SimTransport};
+use crate::rng::SimRng;
+
+/// The simulated epoch: wall clocks start here (2026-01-01).
+const EPOCH_MS: u64 = 1_767_225_600_000;
+
+/// A host of the run.
+#[derive(Debug)]
+pub struct Host {
+    pub index: usize,
+    pub id: String,
+    pub addr: SocketAddr,
+    pub disk: Disk,
+    generation_file: PathBuf,
+    seeds: Vec<SocketAddr>,
+    skew_ms: i64,
+    seed: u64,
+    quorum: Quorum,
+    pub boot: u64,
+    services: Option<Services>,
+}
+
+impl Host {
+    pub fn new(
+        index: usize,
+        seed: u64,
+        dir: &std::path::Path,
+        seeds: Vec<SocketAddr>,
+        quorum: Quorum,
+        lying_fsync: bool,
+    ) -> Self {
+        let mut rng = SimRng::derive(seed, &format!("host{index}"));
+        Self {
+            index,
+            id: format!("n{}", index + 1),
+            addr: address(index),
+            disk: Disk::new(lying_fsync),
+            generation_file: dir.join(format!("n{}-generation", index + 1)),
+            seeds,
+            skew_ms: rng.range(0, 1001) as i64 - 500,
+            seed: rng.next_u64(),
+            quorum,
+            boot: 0,
+            services: None,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.services.is_some()
+    }
+
+    pub fn coordinator(&self) -> Option<Arc<Coordinator>> {
+        self.services.as_ref().map(|s| s.coordinator.clone())
+    }
+
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.services.as_ref().map(|s| s.cluster.clone())
+    }
+
+    /// Boots the host: a fresh process on the disk as the last crash left it.
+    pub async fn start(&mut self, net: &Net) -> anyhow::Result<()> {
+        let (boot, inbox) = net.boot(self.addr);
+        self.boot = boot;
+        let backend = Arc::new(self.disk.boot(boot));
+        let mut seeds = self.seeds.clone();
+        for peer in Cluster::remembered_peers(backend.as_ref(), &self.id) {
+            if !seeds.contains(&peer) {
+                seeds.push(peer);
+            }
+        }
+        let mut config = GossipConfig::new(
+            self.id.clone(),
+            self.addr,
+            format!("{}:8001", self.addr.ip()),
+            self.generation_file.clone(),
+        );
+        config.seeds = seeds;
+        config.swim = SwimConfig::lan(8);
+        config.rng_seed = Some(self.seed ^ boot.wrapping_mul(0x9E37_79B9));
+        let socket = SimSocket::new(net.clone(), self.addr, boot, inbox);
+        let gossip = Gossip::start_on(config, socket, self.addr)?;
+        let env = Env {
+            clock: Arc::new(HostClock {
+                base_ms: EPOCH_MS,
+                skew_ms: self.skew_ms,
+            }),
+            entropy: Arc::new(SeededEntropy::new(self.seed.rotate_left(17) ^ boot)),
+            storage_calls: StorageCalls::Inline,
+        };
+        let transport = Arc::new(SimTransport {
+            net: net.clone(),
+            addr: self.addr,
+            boot,
+            id: self.id.clone(),
+        });
+        let services = Services::start(Parts {
+            id: self.id.clone(),
+            quorum: self.quorum,
+            vnodes: 64,
+            max_siblings: 64,
+            record_cache_bytes: 1 << 20,
+            hinted_handoff: true,
+            hint_limits: HintLimits {
+                max_age: Duration::from_secs(3 * 3600),
+                max_bytes: 256 << 20,
+            },
+            handoff: HandoffOptions::default(),
+            backend,
+            gossip,
+            transport,
+            env,
+        })
+        .await?;
+        net.serve(self.addr, boot, services.coordinator.clone());
+        self.services = Some(services);
+        Ok(())
+    }
+
+    /// A power cut: the process is gone at once, and so is every unsynced write.
+    pub fn crash(&mut self, net: &Net) {
+        net.crash(self.addr);
+        self.disk.crash();
+        if let Some(services) = self.services.take() {
+            services.halt();
+        }
+    }
+}
+
+/// Host `index`'s cluster address.
+pub fn address(index: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, index as u8 + 1], 7001))
+}

@@ -1,0 +1,432 @@
+//! One seed, start to end: boot the hosts, let the clients and the fault schedule
+//! loose together, heal everything, read every key back, and check the history.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ringkv_node::coordinator::Quorum;
+use ringkv_tests::checker::{self, FinalKey, FinalRead, FinalState, ReplicaState, ReplicaView};
+use ringkv_tests::history::{Answer, History, Outcome};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::clock;
+use crate::faults::{self, Fault, FaultKind};
+use crate::host::Host;
+use crate::net::{Net, NetConfig};
+use crate::rng::SimRng;
+use crate::trace;
+use crate::trace::Trace;
+use crate::workload::{self, Directory, Shared};
+
+/// What a run is made of.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub hosts: usize,
+    pub clients: usize,
+    pub ops: usize,
+    pub faults: usize,
+    pub keys: usize,
+    /// The planted bug: the disk's fsync lies.
+    pub lose_acked_writes: bool,
+    /// Keep the trace's events as text.
+    pub keep_log: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            hosts: 5,
+            clients: 8,
+            ops: 2000,
+            faults: 20,
+            keys: 40,
+            lose_acked_writes: false,
+            keep_log: false,
+        }
+    }
+}
+
+/// How a seed ended.
+#[derive(Debug, Clone)]
+pub struct SeedReport {
+    pub seed: u64,
+    pub trace_hash: u64,
+    pub events: u64,
+    /// The first thing that went wrong, if anything did.
+    pub violation: Option<String>,
+    /// Counts for `--verbose`.
+    pub summary: String,
+    pub log: Vec<String>,
+}
+
+/// Runs `seed` on a fresh single-threaded runtime with paused time.
+pub fn run_seed(seed: u64, options: &SimOptions) -> SeedReport {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime");
+    runtime.block_on(simulate(seed, options.clone()))
+}
+
+type Hosts = Arc<Vec<AsyncMutex<Host>>>;
+
+async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
+    clock::start();
+    let trace = Trace::new(options.keep_log);
+    let mut rng = SimRng::derive(seed, "run");
+    let net_config = NetConfig {
+        latency_us: (100, rng.range(300, 3_000)),
+        spike_chance: 0.01,
+        spike_ms: (20, 200),
+        udp_loss: rng.range(0, 6) as f64 / 100.0,
+        udp_dup: rng.range(0, 3) as f64 / 100.0,
+    };
+    trace!(trace, "seed {seed} {net_config:?}");
+    let net = Net::new(seed, net_config, trace.clone());
+    let dir = tempfile::tempdir().expect("a temp dir for generation files");
+    let quorum = Quorum { n: 3, r: 2, w: 2 };
+    let first = crate::host::address(0);
+    let hosts: Hosts = Arc::new(
+        (0..options.hosts)
+            .map(|i| {
+                let seeds = if i == 0 { Vec::new() } else { vec![first] };
+                let host = Host::new(
+                    i,
+                    seed,
+                    dir.path(),
+                    seeds,
+                    quorum,
+                    options.lose_acked_writes,
+                );
+                net.add_host(&host.id, host.addr);
+                AsyncMutex::new(host)
+            })
+            .collect(),
+    );
+    let directory: Directory = Arc::new(Mutex::new(
+        (0..options.hosts)
+            .map(|i| (crate::host::address(i), None))
+            .collect(),
+    ));
+    let fail = |what: String| {
+        let (trace_hash, events) = trace.digest();
+        SeedReport {
+            seed,
+            trace_hash,
+            events,
+            violation: Some(what),
+            summary: String::new(),
+            log: trace.take_log(),
+        }
+    };
+    for i in 0..options.hosts {
+        if let Err(e) = boot(&hosts, &directory, &net, i).await {
+            return fail(format!("host n{} did not start: {e:#}", i + 1));
+        }
+    }
+    if let Err(e) = wait_formed(&hosts, Duration::from_secs(30)).await {
+        return fail(format!("the cluster did not form: {e}"));
+    }
+    trace!(trace, "cluster formed");
+
+    // Clients and faults together; the faults span the time the clients need.
+    let span = Duration::from_millis(options.faults as u64 * 4_500);
+    let think_ms = span.as_millis() as u64 * options.clients as u64 / options.ops.max(1) as u64;
+    let plan = faults::plan(seed, options.faults, options.hosts, span);
+    let shared = Arc::new(Shared {
+        directory: directory.clone(),
+        net: net.clone(),
+        trace: trace.clone(),
+        ops: Mutex::new(Vec::new()),
+        next_id: AtomicU64::new(0),
+        budget: AtomicUsize::new(options.ops),
+        keys: options.keys,
+        n: quorum.n,
+        think_ms,
+    });
+    let clients: Vec<_> = (0..options.clients)
+        .map(|c| tokio::spawn(workload::client(shared.clone(), c, seed)))
+        .collect();
+    let fault_tasks: Vec<_> = plan
+        .iter()
+        .cloned()
+        .map(|fault| {
+            let (hosts, directory, net, trace) =
+                (hosts.clone(), directory.clone(), net.clone(), trace.clone());
+            tokio::spawn(async move { inject(fault, hosts, directory, net, trace).await })
+        })
+        .collect();
+    for task in fault_tasks {
+        if let Ok(Err(e)) | Err(e) = task.await.map_err(anyhow::Error::from) {
+            return fail(format!("a fault could not be injected or healed: {e:#}"));
+        }
+    }
+    for task in clients {
+        let _ = task.await;
+    }
+    trace!(trace, "workload done");
+
+    // Heal: every link back, every host up, membership whole, hints delivered.
+    net.heal_all();
+    for i in 0..options.hosts {
+        if !hosts[i].lock().await.is_up()
+            && let Err(e) = boot(&hosts, &directory, &net, i).await
+        {
+            return fail(format!("host n{} did not restart: {e:#}", i + 1));
+        }
+    }
+    if let Err(e) = wait_formed(&hosts, Duration::from_secs(60)).await {
+        return fail(format!("membership did not heal: {e}"));
+    }
+    if let Err(e) = wait_hints_drained(&hosts, Duration::from_secs(60)).await {
+        return fail(format!("hints were not handed off: {e}"));
+    }
+    trace!(trace, "healed");
+
+    let history = History::new(std::mem::take(
+        &mut *shared.ops.lock().unwrap_or_else(|p| p.into_inner()),
+    ));
+    let final_state = final_state(&hosts, &history, quorum.n).await;
+    let report = checker::check(&history, &final_state, quorum.n);
+    let (sent, dropped, calls) = net.counts();
+    let totals = history.totals();
+    let summary = format!(
+        "{totals}; faults {}; peer calls {calls}; datagrams {sent} ({dropped} dropped); sim time {:.1}s",
+        plan.len(),
+        clock::sim_ms() as f64 / 1000.0
+    );
+    let violation = report
+        .properties()
+        .iter()
+        .find(|(_, v)| !v.is_empty())
+        .map(|(name, v)| format!("{name}: {} (first: {})", v.len(), v[0]));
+    let (trace_hash, events) = trace.digest();
+    let violation = violation.or_else(|| {
+        (totals.acked < options.ops / 10)
+            .then(|| format!("too little was acknowledged to prove anything: {totals}"))
+    });
+    SeedReport {
+        seed,
+        trace_hash,
+        events,
+        violation,
+        summary,
+        log: trace.take_log(),
+    }
+}
+
+async fn boot(hosts: &Hosts, directory: &Directory, net: &Net, i: usize) -> anyhow::Result<()> {
+    let mut host = hosts[i].lock().await;
+    host.start(net).await?;
+    let entry = host.coordinator().map(|c| (c, host.boot));
+    directory.lock().unwrap_or_else(|p| p.into_inner())[i].1 = entry;
+    Ok(())
+}
+
+fn crash(host: &mut Host, directory: &Directory, net: &Net) {
+    directory.lock().unwrap_or_else(|p| p.into_inner())[host.index].1 = None;
+    host.crash(net);
+}
+
+async fn inject(
+    fault: Fault,
+    hosts: Hosts,
+    directory: Directory,
+    net: Net,
+    trace: Trace,
+) -> anyhow::Result<()> {
+    tokio::time::sleep(fault.at).await;
+    trace!(trace, "fault {fault}");
+    let addrs: Vec<SocketAddr> = fault
+        .hosts
+        .iter()
+        .map(|&h| crate::host::address(h))
+        .collect();
+    let others: Vec<SocketAddr> = (0..hosts.len())
+        .filter(|h| !fault.hosts.contains(h))
+        .map(crate::host::address)
+        .collect();
+    let cut = |on: bool, both: bool| {
+        for a in &addrs {
+            for o in &others {
+                net.set_cut(*a, *o, on);
+                if both {
+                    net.set_cut(*o, *a, on);
+                }
+            }
+        }
+    };
+    match fault.kind {
+        FaultKind::Crash => {
+            for &h in &fault.hosts {
+                crash(&mut *hosts[h].lock().await, &directory, &net);
+            }
+        }
+        FaultKind::Pause => addrs.iter().for_each(|a| net.set_paused(*a, true)),
+        FaultKind::Partition => cut(true, true),
+        FaultKind::OneWayPartition => cut(true, false),
+        FaultKind::Slow(ms) => addrs.iter().for_each(|a| net.set_slow(*a, ms)),
+    }
+    tokio::time::sleep(fault.length).await;
+    trace!(trace, "heal {fault}");
+    match fault.kind {
+        FaultKind::Crash => {
+            for &h in &fault.hosts {
+                boot(&hosts, &directory, &net, h).await?;
+            }
+        }
+        FaultKind::Pause => addrs.iter().for_each(|a| net.set_paused(*a, false)),
+        FaultKind::Partition => cut(false, true),
+        FaultKind::OneWayPartition => cut(false, false),
+        FaultKind::Slow(_) => addrs.iter().for_each(|a| net.set_slow(*a, 0)),
+    }
+    Ok(())
+}
+
+/// Waits until every host sees every host alive.
+async fn wait_formed(hosts: &Hosts, within: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut short = Vec::new();
+        for h in hosts.iter() {
+            let h = h.lock().await;
+            let Some(cluster) = h.cluster() else {
+                short.push(format!("{} is down", h.id));
+                continue;
+            };
+            let view = cluster.view();
+            if view.members_alive() < hosts.len() {
+                let others: Vec<String> = view
+                    .members()
+                    .filter(|m| m.id != h.id && m.state != ringkv_gossip::MemberState::Alive)
+                    .map(|m| format!("{} {} (gen {})", m.id, m.state.as_str(), m.generation))
+                    .collect();
+                short.push(format!(
+                    "{} sees {} alive, {}",
+                    h.id,
+                    view.members_alive(),
+                    others.join(" ")
+                ));
+            }
+        }
+        if short.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(short.join(", "));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_hints_drained(hosts: &Hosts, within: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut pending = Vec::new();
+        for h in hosts.iter() {
+            let h = h.lock().await;
+            if let Some(c) = h.coordinator() {
+                let hints = c.hints_pending();
+                if !hints.is_empty() {
+                    pending.push(format!("{} holds {hints:?}", h.id));
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(pending.join(", "));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads every key of the history at `r = n` (which repairs the replicas it asks),
+/// then each host's view of each key's replicas, until they agree or time runs out.
+async fn final_state(hosts: &Hosts, history: &History, n: usize) -> FinalState {
+    let keys: std::collections::BTreeSet<String> =
+        history.ops.iter().map(|o| o.key.clone()).collect();
+    let coordinators: Vec<_> = {
+        let mut all = Vec::new();
+        for h in hosts.iter() {
+            let h = h.lock().await;
+            if let Some(c) = h.coordinator() {
+                all.push((h.id.clone(), c));
+            }
+        }
+        all
+    };
+    let mut state = FinalState::default();
+    for (i, key) in keys.iter().enumerate() {
+        let mut final_key = FinalKey::default();
+        for attempt in 0..10 {
+            let (_, c) = &coordinators[(i + attempt) % coordinators.len()];
+            let read =
+                workload::read_outcome(c.get(key.as_bytes(), &workload::read_options(n)).await);
+            final_key.read = match read {
+                Outcome::Ok(
+                    answer @ (Answer::Found { .. }
+                    | Answer::Siblings { .. }
+                    | Answer::NotFound { .. }),
+                ) => {
+                    let mut values = answer.values().to_vec();
+                    values.sort();
+                    FinalRead::Values(values)
+                }
+                other => FinalRead::Failed(format!("{other:?}")),
+            };
+            // Read repair runs after the answer: let it land, then look.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            final_key.views = Vec::new();
+            for (id, c) in &coordinators {
+                final_key.views.push(view(id, c, key).await);
+            }
+            if matches!(final_key.read, FinalRead::Values(_))
+                && checker::divergence(&final_key, n).is_none()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        state.keys.insert(key.clone(), final_key);
+    }
+    state
+}
+
+async fn view(observer: &str, c: &ringkv_node::coordinator::Coordinator, key: &str) -> ReplicaView {
+    let replicas = c
+        .replica_reports(key.as_bytes())
+        .await
+        .into_iter()
+        .map(|report| match report.result {
+            Ok(clock) => {
+                let clock = clock.unwrap_or_default();
+                ReplicaState {
+                    node: report.node,
+                    context: (!clock.is_empty()).then(|| clock.context().to_token()),
+                    siblings: clock
+                        .live_values()
+                        .iter()
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .collect(),
+                    error: None,
+                }
+            }
+            Err(error) => ReplicaState {
+                node: report.node,
+                context: None,
+                siblings: Vec::new(),
+                error: Some(error),
+            },
+        })
+        .collect();
+    ReplicaView {
+        observer: observer.to_owned(),
+        preference_list: c.preference_list(key.as_bytes()),
+        replicas,
+    }
+}
