@@ -3,7 +3,7 @@
 use crate::wire::ErrorBody;
 
 /// `error` code of the synthetic [`ErrorBody`] made when a node answers an error
-/// status with a body that is not the JSON error of design.md §3.2 (e.g. a proxy's
+/// status with a body that is not the JSON error of README.md#http-api (e.g. a proxy's
 /// HTML page).
 pub const CODE_NON_JSON_ERROR: &str = "http_error";
 

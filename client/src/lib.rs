@@ -4,7 +4,7 @@
 //!
 //! A [`Client`] is built once from the base URLs of some nodes
 //! (`http://127.0.0.1:8001`) and holds one pooled keep-alive HTTP client, so calls
-//! reuse connections. It speaks the HTTP API of `shared/design.md` §3.2: `get`,
+//! reuse connections. It speaks the HTTP API of README.md#http-api: `get`,
 //! `put` and `delete` on `/kv/{key}` with per-request quorum options
 //! ([`ReadOptions`], [`WriteOptions`]), plus `cluster`, `replicas` and `health`.
 //! Keys are arbitrary bytes: every byte outside RFC 3986's unreserved set is

@@ -1,4 +1,4 @@
-//! `ringkv`: the command-line client of a ringkv cluster (design.md §3.3).
+//! `ringkv`: the command-line client of a ringkv cluster (README.md#try-it-with-curl).
 //!
 //! ```text
 //! ringkv [--nodes URL,URL] put KEY VALUE [--w 2] [--sync] [--context C] [--timeout-ms N]

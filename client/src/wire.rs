@@ -1,5 +1,5 @@
 //! Wire types shared by the server and its clients: header names, JSON bodies and
-//! the error body of `shared/design.md` §3.2.
+//! the error body of README.md#http-api.
 //!
 //! Every type here is plain data with serde derives, so the server, the async client,
 //! the CLI and the tests agree on one definition of each shape.
@@ -15,7 +15,7 @@ pub const HEADER_ACKS: &str = "x-ringkv-acks";
 /// Response header of a write that used stand-ins: `owner->standin`, comma-separated.
 pub const HEADER_HINTED: &str = "x-ringkv-hinted";
 
-/// Error codes of the `error` field, one per row of design.md §3.2.
+/// Error codes of the `error` field, one per row of README.md#http-api.
 pub mod codes {
     pub const BAD_REQUEST: &str = "bad_request";
     pub const KEY_TOO_LONG: &str = "key_too_long";

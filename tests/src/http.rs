@@ -2,7 +2,7 @@
 //!
 //! It sits on hyper-util's pooled legacy client and never interprets an answer (no
 //! redirects on 300, no error mapping), so tests see what the server sent. [`Api`]
-//! adds the calls of design.md §3.2 for one node; [`crate::raw`] covers what a
+//! adds the calls of README.md#http-api for one node; [`crate::raw`] covers what a
 //! well-behaved client cannot send (chunked bodies over a limit, early answers).
 
 use std::collections::VecDeque;
@@ -164,7 +164,7 @@ impl Response {
         (body, values)
     }
 
-    /// Asserts an error answer as design.md §3.2 describes it: the status, a JSON
+    /// Asserts an error answer as README.md#http-api describes it: the status, a JSON
     /// body with `error` = `code` and a non-empty `message`. Returns the body as
     /// JSON so callers can check the extra fields.
     #[track_caller]
@@ -174,7 +174,7 @@ impl Response {
         body
     }
 
-    /// Like [`Self::assert_error`] for answers whose code design.md leaves open:
+    /// Like [`Self::assert_error`] for answers whose code README.md#http-api leaves open:
     /// checks the status and that the body is a well-formed error.
     #[track_caller]
     pub fn assert_error_status(&self, status: u16) -> serde_json::Value {
@@ -291,7 +291,7 @@ impl HttpClient {
     }
 }
 
-/// The HTTP API of one node (design.md §3.2), on a base URL such as
+/// The HTTP API of one node (README.md#http-api), on a base URL such as
 /// `http://127.0.0.1:8001`. Cheap to clone; clones share the connection pool.
 ///
 /// The calls are test helpers: they return whatever the node answered, and panic

@@ -5,12 +5,12 @@
 //!   `GET /health`, SIGKILL/SIGTERM/SIGSTOP, restart on the same dir, kill on drop,
 //!   dir and log kept when a test fails) and [`TestCluster`] (nodes `n1..nK` joined).
 //! - [`http`]: a pooled hyper client returning exact status, headers and bytes, and
-//!   [`Api`], the calls of design.md §3.2 for one node.
+//!   [`Api`], the calls of README.md#http-api for one node.
 //! - [`raw`]: hand-written HTTP/1.1 for bodies a server must refuse early.
 //! - [`history`], [`workload`], [`checker`], [`chaos`]: the chaos suite, a recorded
 //!   history of concurrent clients under process faults, checked for the properties
-//!   of design.md §6; [`compose`] runs the same suite against the compose cluster's
-//!   containers.
+//!   of docs/reliability.md#the-properties; [`compose`] runs the same suite against
+//!   the compose cluster's containers.
 //!
 //! The binary comes from `$RINGKV_NODE_BIN` or sits next to the test executable's
 //! `deps/` directory: run `cargo build --release -p ringkv-node` before

@@ -1,4 +1,4 @@
-//! Proves the observability calls of design.md §3.2 on one node: `/health` and
+//! Proves the observability calls of README.md#http-api on one node: `/health` and
 //! `/healthz`, `/metrics` in Prometheus text, `/cluster` and `/admin/replicas/{key}`
 //! with their documented JSON shapes.
 

@@ -1,4 +1,4 @@
-//! Proves every error row of design.md §3.2 on one node: each bad request answers
+//! Proves every error row of README.md#http-api on one node: each bad request answers
 //! its status with a JSON `{"error","message"}` body, and a refused write stores
 //! nothing.
 

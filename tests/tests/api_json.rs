@@ -1,4 +1,4 @@
-//! Proves the JSON API of design.md §3.2 (`PUT /kv`, `GET /kv?key=`, `DELETE
+//! Proves the JSON API of README.md#http-api (`PUT /kv`, `GET /kv?key=`, `DELETE
 //! /kv?key=`) on one node: its exact shapes, that a PUT overwrites unless it carries
 //! a context, siblings as `values`, base64 for non-UTF-8 values, and that it shares
 //! keys and contexts with the raw `/kv/{key}` calls.

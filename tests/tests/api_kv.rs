@@ -1,4 +1,4 @@
-//! Proves the raw key-value calls of design.md §3.2 (`PUT/GET/DELETE /kv/{key}`) on
+//! Proves the raw key-value calls of README.md#http-api (`PUT/GET/DELETE /kv/{key}`) on
 //! one node with N=1: status codes, context and ack headers, siblings from blind
 //! writes, writes and deletes that supersede exactly their context, `overwrite=true`
 //! and `resolve=lww`.

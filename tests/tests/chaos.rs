@@ -1,5 +1,5 @@
-//! Proves the properties of design.md §6 under process faults: a five-node cluster
-//! (`n=3 r=2 w=2`) serves eight concurrent clients (blind writes, read-modify-writes,
+//! Proves the properties of docs/reliability.md#the-properties under process faults:
+//! a five-node cluster (`n=3 r=2 w=2`) serves eight concurrent clients (blind writes, read-modify-writes,
 //! deletes with context) while a seeded schedule SIGKILLs and restarts nodes,
 //! SIGSTOPs and resumes them, and cuts one or two nodes off the others with
 //! nftables (where `nft` and CAP_NET_ADMIN are available; `RINGKV_CHAOS_PARTITIONS=0`

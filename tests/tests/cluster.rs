@@ -1,5 +1,5 @@
-//! Proves the cluster behaviour of design.md on real processes: nodes started with
-//! `--join` find each other by gossip; a node killed with SIGKILL is reported
+//! Proves the cluster behaviour of docs/architecture.md on real processes: nodes
+//! started with `--join` find each other by gossip; a node killed with SIGKILL is reported
 //! `down`, comes back `alive` after a restart on the same data dir and serves the
 //! data it held; with one of three nodes down, quorums of two succeed while quorums
 //! of three (home replicas only) fail fast with 503 or 504 and every request honours

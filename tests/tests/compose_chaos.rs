@@ -1,5 +1,5 @@
-//! Proves design.md §6 on the compose cluster: while the chaos workload runs against
-//! the five containers' published ports, a seeded schedule `docker kill`s and starts
+//! Proves docs/reliability.md#the-properties on the compose cluster: while the chaos
+//! workload runs against the five containers' published ports, a seeded schedule `docker kill`s and starts
 //! them, `docker pause`s and unpauses them, and disconnects them from the compose
 //! network and back, at most two at a time; after the heal the history checker
 //! finds no acknowledged write lost, no phantom, no false sibling, no resurrection,

@@ -1,5 +1,6 @@
-//! Proves sloppy quorum, hinted handoff and read repair (design.md §4) on real
-//! processes: with a home replica killed, a `w=3` write is acknowledged by a
+//! Proves sloppy quorum, hinted handoff and read repair
+//! (docs/architecture.md#sloppy-quorum-and-hinted-handoff,
+//! docs/architecture.md#read-repair) on real processes: with a home replica killed, a `w=3` write is acknowledged by a
 //! stand-in outside the preference list and says so in `X-Ringkv-Hinted`; the
 //! stand-in lists the hint in `/cluster`, keeps it across its own restart, and
 //! hands the value to the owner once it returns, with no read of the key; with

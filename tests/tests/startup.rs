@@ -1,5 +1,6 @@
-//! Proves the start-up contract of design.md §3.1: bad quorum flags stop the node
-//! before it serves, and every flag can come from a `RINGKV_<FLAG>` env var.
+//! Proves the start-up contract of README.md#running-a-cluster-by-hand: bad quorum
+//! flags stop the node before it serves, and every flag can come from a
+//! `RINGKV_<FLAG>` env var.
 
 use std::time::Duration;
 

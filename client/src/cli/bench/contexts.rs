@@ -1,7 +1,7 @@
 //! The freshest causal context the run holds for each loaded key, shared by all
 //! workers, so that an update supersedes what the run last saw of its key.
 //!
-//! design.md §3.3 asks that an update carry the context of the client's last read
+//! README.md#benchmark asks that an update carry the context of the client's last read
 //! of that key, as a Dynamo client does, so that a steady update load does not
 //! pile up siblings. "The client" is the whole run, not one connection: with 64
 //! workers choosing keys at random, a table per worker would hold the key of a

@@ -1,4 +1,4 @@
-//! `ringkv bench`: a closed-loop, YCSB-style load generator (design.md §3.3).
+//! `ringkv bench`: a closed-loop, YCSB-style load generator (README.md#benchmark).
 //!
 //! A run has three steps:
 //! 1. Setup: resolve the nodes, open `--concurrency` keep-alive HTTP/1.1

@@ -231,7 +231,7 @@ pub struct OpSummary {
 }
 
 /// The result of a run. Its first eight fields are the JSON contract of
-/// design.md §3.3, in that order; the rest are extras after them.
+/// README.md#benchmark, in that order; the rest are extras after them.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     /// `a`, `b`, `c` or `w`.
@@ -537,8 +537,8 @@ mod tests {
 
     #[test]
     fn json_starts_with_the_eight_contract_keys_in_order() {
-        // Proves the JSON object opens with design.md's eight keys, named and ordered
-        // as the contract says, with numbers as numbers.
+        // Proves the JSON object opens with README.md#benchmark's eight keys, named and
+        // ordered as the contract says, with numbers as numbers.
         let summary = Summary::new(
             &info(),
             &stats_with(Op::Read, 100, 200),

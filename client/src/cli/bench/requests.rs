@@ -43,7 +43,7 @@ static CONTEXT: HeaderName = HeaderName::from_static(wire::HEADER_CONTEXT);
 /// The wire protocol a run speaks: the `--protocol` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
-    /// ringkv's HTTP API (design.md §3.2).
+    /// ringkv's HTTP API (README.md#http-api).
     Ringkv,
     /// etcd v3's JSON gateway, for a side-by-side comparison.
     Etcd,
