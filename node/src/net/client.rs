@@ -88,7 +88,7 @@ impl PeerClient {
         request: PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse> {
-        let op = op_name(&request);
+        let op = request.op_name();
         let started = Instant::now();
         let deadline = started + timeout;
         let (outcome, result) =
@@ -136,15 +136,5 @@ impl PeerClient {
                 .clone()
         };
         batcher.call(request, deadline).await
-    }
-}
-
-/// The `op` label of a request.
-fn op_name(request: &PeerRequest) -> &'static str {
-    match request {
-        PeerRequest::Read { .. } => "read",
-        PeerRequest::Merge { .. } => "merge",
-        PeerRequest::Hint { .. } => "hint",
-        PeerRequest::Write { .. } => "write",
     }
 }

@@ -61,6 +61,16 @@ pub enum PeerRequest {
 }
 
 impl PeerRequest {
+    /// The request's kind, as metrics and traces label it.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            PeerRequest::Read { .. } => "read",
+            PeerRequest::Merge { .. } => "merge",
+            PeerRequest::Hint { .. } => "hint",
+            PeerRequest::Write { .. } => "write",
+        }
+    }
+
     /// Roughly how many bytes the request carries (key and values), to bound what one
     /// batch holds without encoding it twice.
     pub fn payload_bytes(&self) -> usize {

@@ -329,7 +329,7 @@ impl Net {
             tokio::time::sleep(CONNECT_TIMEOUT).await;
             return Err(Failure::NotSent("connect timed out".into()));
         }
-        let op = op_name(&request);
+        let op = request.op_name();
         let envelope = Envelope {
             version: PROTOCOL_VERSION,
             from: from_id.to_owned(),
@@ -388,15 +388,6 @@ enum Failure {
     /// The call or its answer went missing: the caller waits for its timeout.
     Lost,
     Garbage(String),
-}
-
-fn op_name(request: &PeerRequest) -> &'static str {
-    match request {
-        PeerRequest::Read { .. } => "read",
-        PeerRequest::Merge { .. } => "merge",
-        PeerRequest::Hint { .. } => "hint",
-        PeerRequest::Write { .. } => "write",
-    }
 }
 
 /// One boot's [`PeerTransport`].

@@ -1,13 +1,16 @@
 //! The simulator's randomness: one seeded generator per concern, so adding a draw in
 //! one place (say, the network) does not reshuffle every other decision of a seed.
 
-/// SplitMix64: tiny, fast, and the same numbers for the same seed on every build.
+use ringkv_tests::workload::Rng;
+
+/// The chaos workload's SplitMix64 generator, with the draws the simulator makes:
+/// the same numbers for the same seed on every build.
 #[derive(Debug, Clone)]
-pub struct SimRng(u64);
+pub struct SimRng(Rng);
 
 impl SimRng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(Rng::new(seed))
     }
 
     /// A generator for `stream` (a fixed name per concern) derived from `seed`.
@@ -16,17 +19,13 @@ impl SimRng {
         for b in stream.bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
-        let mut rng = Self(h);
+        let mut rng = Self::new(h);
         rng.next_u64();
         rng
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `lo..hi` (`lo` when the range is empty).

@@ -117,3 +117,18 @@ fn the_planted_bug_is_caught_in_most_seeds() {
         "the lying disk was caught in only {caught} of 60 seeds"
     );
 }
+
+#[test]
+#[ignore = "long: about 2.5 minutes on 2 cores; run with --ignored"]
+fn a_thousand_seeds_find_no_violation() {
+    // The bar: seeds 1..=1000 clean (`ringkv-sim --seeds 1..1001` does the same
+    // and prints a line per seed).
+    let reports = run_many(1..=1000, &SimOptions::default());
+    let failed = failures(&reports);
+    assert!(
+        failed.is_empty(),
+        "{} seeds failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
