@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
-use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::discovery;
 use crate::env::Env;
@@ -27,7 +26,6 @@ use crate::error::{Error, Result};
 use crate::handoff::{HandoffOptions, HintLimits};
 use crate::metrics;
 use crate::net::{self, PeerClient};
-use crate::replica::Replica;
 use crate::services::{Parts, Services};
 use crate::storage::{Backend, RocksBackend, RocksOptions};
 
@@ -38,8 +36,6 @@ const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Node {
     http_addr: SocketAddr,
-    replica: Arc<Replica>,
-    cluster: Arc<Cluster>,
     services: Services,
     stop_http: watch::Sender<bool>,
     http_server: JoinHandle<()>,
@@ -87,10 +83,8 @@ impl Node {
             env,
         })
         .await?;
-        let replica = services.replica.clone();
-        let cluster = services.cluster.clone();
         let coordinator = services.coordinator.clone();
-        tracing::info!(node = %config.id, actor = ?*replica.actor(), data_dir = %config.data_dir.display(), "store open");
+        tracing::info!(node = %config.id, actor = ?*services.replica.actor(), data_dir = %config.data_dir.display(), "store open");
         let (stop_peer, peer_stopped) = watch::channel(false);
         let peer_server =
             tokio::spawn(net::serve(peer_listener, coordinator.clone(), peer_stopped));
@@ -113,7 +107,7 @@ impl Node {
         let state = Arc::new(ApiState {
             config: config.clone(),
             coordinator,
-            cluster: cluster.clone(),
+            cluster: services.cluster.clone(),
             metrics: handle,
         });
         let (stop_http, http_stopped) = watch::channel(false);
@@ -121,8 +115,6 @@ impl Node {
         tracing::info!(node = %config.id, http = %http_addr, "serving HTTP");
         Ok(Self {
             http_addr,
-            replica,
-            cluster,
             services,
             stop_http,
             http_server,
@@ -144,13 +136,13 @@ impl Node {
             tracing::error!(error = %e, "the HTTP server task failed");
         }
         self.services.stop_handoff().await;
-        self.cluster.leave().await;
+        self.services.cluster.leave().await;
         let _ = self.stop_peer.send(true);
         if let Err(e) = self.peer_server.await {
             tracing::error!(error = %e, "the peer server task failed");
         }
         self.upkeep.abort();
-        let replica = self.replica.clone();
+        let replica = self.services.replica.clone();
         tokio::task::spawn_blocking(move || replica.flush())
             .await
             .map_err(|e| Error::Storage(format!("flushing the store: {e}")))??;

@@ -506,14 +506,8 @@ impl<'h> Checker<'h> {
                 // A delete without a context supersedes whatever its own read saw:
                 // anything of the key written before it completed may be covered.
                 if op.outcome.may_have_applied() {
-                    for w in 0..self.writes.len() {
-                        let write = self.op(w);
-                        if write.key == op.key
-                            && write.invoke < op.complete
-                            && self.covered_effective[w].is_none()
-                        {
-                            self.covered_effective[w] = Some(op.id);
-                        }
+                    for w in self.writes_invoked_before(&op.key, op.complete) {
+                        self.covered_effective[w].get_or_insert(op.id);
                     }
                 }
                 continue;
@@ -526,6 +520,14 @@ impl<'h> Checker<'h> {
                 Self::mark_ancestors(&self.parents, &seeds, &mut self.covered_effective, op.id);
             }
         }
+    }
+
+    /// The PUTs of `key` invoked before `t`: what a delete without a context that
+    /// completed at `t` may have superseded (it supersedes what its own read saw).
+    fn writes_invoked_before(&self, key: &str, t: Duration) -> Vec<W> {
+        (0..self.writes.len())
+            .filter(|&w| self.op(w).key == key && self.op(w).invoke < t)
+            .collect()
     }
 
     /// Fills `covered_since`: writes that may have been applied, in invocation order,
@@ -541,14 +543,8 @@ impl<'h> Checker<'h> {
         for i in order {
             let op = &self.h.ops[i];
             if op.kind.context_from().is_none() && matches!(op.kind, OpKind::Delete { .. }) {
-                for w in 0..self.writes.len() {
-                    let write = self.op(w);
-                    if write.key == op.key
-                        && write.invoke < op.complete
-                        && self.covered_since[w].is_none()
-                    {
-                        self.covered_since[w] = Some(op.invoke);
-                    }
+                for w in self.writes_invoked_before(&op.key, op.complete) {
+                    self.covered_since[w].get_or_insert(op.invoke);
                 }
                 continue;
             }

@@ -8,7 +8,25 @@ use super::{Backend, Cf};
 use crate::error::Result;
 
 /// Every column family's records, ordered by (family, key).
-type Records = BTreeMap<(Cf, Vec<u8>), Vec<u8>>;
+pub type Records = BTreeMap<(Cf, Vec<u8>), Vec<u8>>;
+
+/// [`Backend::scan_prefix`] over `records`: for in-memory backends (this one, the
+/// simulator's disk).
+pub fn scan_records(
+    records: &Records,
+    cf: Cf,
+    prefix: &[u8],
+    start: &[u8],
+    limit: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let from = if start > prefix { start } else { prefix };
+    records
+        .range((cf, from.to_vec())..)
+        .take_while(|((c, k), _)| *c == cf && k.starts_with(prefix))
+        .take(limit)
+        .map(|((_, k), v)| (k.clone(), v.clone()))
+        .collect()
+}
 
 /// Column families as ordered maps behind one lock.
 #[derive(Debug, Default)]
@@ -47,14 +65,8 @@ impl Backend for MemoryBackend {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let from = if start > prefix { start } else { prefix };
         let map = self.cfs.lock().unwrap();
-        Ok(map
-            .range((cf, from.to_vec())..)
-            .take_while(|((c, k), _)| *c == cf && k.starts_with(prefix))
-            .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(scan_records(&map, cf, prefix, start, limit))
     }
 
     fn flush(&self) -> Result<()> {

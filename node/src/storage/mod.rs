@@ -17,7 +17,7 @@ mod memory;
 pub mod record;
 mod rocks;
 
-pub use memory::MemoryBackend;
+pub use memory::{MemoryBackend, Records, scan_records};
 pub use rocks::{RocksBackend, RocksOptions};
 
 use crate::error::Result;

@@ -10,13 +10,10 @@
 //! `--bug lose-acked-writes` makes fsync lie: nothing becomes durable, so a crash
 //! loses acknowledged writes. The checker must catch it.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use ringkv_node::Error;
-use ringkv_node::storage::{Backend, Cf};
-
-type Records = BTreeMap<(Cf, Vec<u8>), Vec<u8>>;
+use ringkv_node::storage::{Backend, Cf, Records, scan_records};
 
 #[derive(Debug, Default)]
 struct State {
@@ -130,14 +127,13 @@ impl Backend for DiskHandle {
         start: &[u8],
         limit: usize,
     ) -> ringkv_node::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let from = if start > prefix { start } else { prefix };
-        let s = self.state()?;
-        Ok(s.current
-            .range((cf, from.to_vec())..)
-            .take_while(|((c, k), _)| *c == cf && k.starts_with(prefix))
-            .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(scan_records(
+            &self.state()?.current,
+            cf,
+            prefix,
+            start,
+            limit,
+        ))
     }
 
     fn flush(&self) -> ringkv_node::Result<()> {

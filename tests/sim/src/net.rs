@@ -90,11 +90,6 @@ impl std::fmt::Debug for Net {
     }
 }
 
-/// Where a host is in its life, as the network sees it.
-struct Endpoint {
-    boot: u64,
-}
-
 impl Slot {
     fn resume_all(&mut self) {
         self.paused = false;
@@ -227,15 +222,16 @@ impl Net {
         }
     }
 
-    fn endpoint(&self, addr: SocketAddr, boot: u64) -> Option<Endpoint> {
+    /// Whether boot `boot` of the host at `addr` is the one running.
+    fn is_running(&self, addr: SocketAddr, boot: u64) -> bool {
         let s = self.lock();
-        let slot = s.hosts.get(&addr)?;
-        (slot.up && slot.boot == boot).then_some(Endpoint { boot: slot.boot })
+        s.hosts.get(&addr).is_some_and(|h| h.up && h.boot == boot)
     }
 
-    fn current(&self, addr: SocketAddr) -> Option<Endpoint> {
-        let boot = self.lock().hosts.get(&addr).map(|s| s.boot)?;
-        self.endpoint(addr, boot)
+    /// The boot of the host at `addr`, if it is up.
+    fn current_boot(&self, addr: SocketAddr) -> Option<u64> {
+        let s = self.lock();
+        s.hosts.get(&addr).filter(|h| h.up).map(|h| h.boot)
     }
 
     fn is_cut(&self, from: SocketAddr, to: SocketAddr) -> bool {
@@ -321,7 +317,7 @@ impl Net {
         if !self.wait_running(from, from_boot).await {
             return Err(Failure::NotSent("this host crashed".into()));
         }
-        let Some(peer) = self.current(to) else {
+        let Some(peer_boot) = self.current_boot(to) else {
             tokio::time::sleep(self.delay(from, to)).await;
             return Err(Failure::NotSent("connection refused".into()));
         };
@@ -340,17 +336,17 @@ impl Net {
         self.lock().calls += 1;
         tokio::time::sleep(self.delay(from, to)).await;
         // Arrival: the link and the receiver must still be there.
-        if self.is_cut(from, to) || self.endpoint(to, peer.boot).is_none() {
+        if self.is_cut(from, to) || !self.is_running(to, peer_boot) {
             return Err(Failure::Lost);
         }
-        if !self.wait_running(to, peer.boot).await {
+        if !self.wait_running(to, peer_boot).await {
             return Err(Failure::Lost);
         }
         let handler = {
             let s = self.lock();
             s.hosts
                 .get(&to)
-                .filter(|h| h.up && h.boot == peer.boot)
+                .filter(|h| h.up && h.boot == peer_boot)
                 .and_then(|h| h.handler.clone())
         };
         let Some(handler) = handler else {
@@ -373,7 +369,7 @@ impl Net {
         let bytes = bincode::encode_to_vec(&answers, wire_config())
             .map_err(|e| Failure::Garbage(format!("encode: {e}")))?;
         tokio::time::sleep(self.delay(to, from)).await;
-        if self.is_cut(to, from) || self.endpoint(from, from_boot).is_none() {
+        if self.is_cut(to, from) || !self.is_running(from, from_boot) {
             return Err(Failure::Lost);
         }
         let (mut answers, _): (Vec<PeerResponse>, usize) =

@@ -39,6 +39,17 @@ fn run_many(seeds: impl IntoIterator<Item = u64>, options: &SimOptions) -> Vec<S
     reports
 }
 
+/// Runs `seeds` with the default options and fails with every violation found.
+fn assert_clean(seeds: impl IntoIterator<Item = u64>) {
+    let failed = failures(&run_many(seeds, &SimOptions::default()));
+    assert!(
+        failed.is_empty(),
+        "{} seeds failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
 fn failures(reports: &[SeedReport]) -> Vec<String> {
     reports
         .iter()
@@ -54,14 +65,7 @@ fn failures(reports: &[SeedReport]) -> Vec<String> {
 fn two_hundred_seeds_find_no_violation() {
     // Every property holds under 200 fault schedules of 5 hosts, 2,000 operations and
     // 20 faults each. Replay a failure with `ringkv-sim --seed S --verbose`.
-    let reports = run_many(1..=200, &SimOptions::default());
-    let failed = failures(&reports);
-    assert!(
-        failed.is_empty(),
-        "{} seeds failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    assert_clean(1..=200);
 }
 
 #[test]
@@ -70,9 +74,7 @@ fn seeds_that_found_bugs_stay_clean() {
     // stayed for ever (gossip/src/core.rs); 67: a member list lost in a power cut let
     // a node take writes as the only replica of keys it does not hold
     // (node/src/cluster.rs).
-    let reports = run_many([4, 67], &SimOptions::default());
-    let failed = failures(&reports);
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert_clean([4, 67]);
 }
 
 #[test]
@@ -123,12 +125,5 @@ fn the_planted_bug_is_caught_in_most_seeds() {
 fn a_thousand_seeds_find_no_violation() {
     // The bar: seeds 1..=1000 clean (`ringkv-sim --seeds 1..1001` does the same
     // and prints a line per seed).
-    let reports = run_many(1..=1000, &SimOptions::default());
-    let failed = failures(&reports);
-    assert!(
-        failed.is_empty(),
-        "{} seeds failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    assert_clean(1..=1000);
 }
