@@ -147,6 +147,40 @@ pub struct ClusterBody {
     pub w: usize,
     pub members: Vec<MemberBody>,
     pub hints: HintsBody,
+    #[serde(default)]
+    pub anti_entropy: AntiEntropyBody,
+}
+
+/// Anti-entropy in `GET /cluster`: the asked node's rounds and its last exchange with
+/// each peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AntiEntropyBody {
+    /// Time between rounds; `null` when anti-entropy is off.
+    pub interval_ms: Option<u64>,
+    pub rounds: u64,
+    pub peers: BTreeMap<String, AntiEntropyPeerBody>,
+    /// Keys this node's exchanges pushed or pulled, since start.
+    pub keys_repaired: u64,
+    /// Tombstones purged by the GC rounds this node ran, since start.
+    pub tombstones_purged: u64,
+    /// Partition trees rebuilt (dirty ones and the scrub), since start.
+    pub tree_rebuilds: u64,
+    /// Partitions whose trees wait for a rebuild.
+    pub dirty_partitions: u64,
+}
+
+/// This node's last exchange with one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AntiEntropyPeerBody {
+    /// When it ended, in ms since the Unix epoch.
+    pub last_exchange_ms: u64,
+    /// `ok`, or `failed: <reason>`.
+    pub last_result: String,
+    pub partitions_differing: u64,
+    pub segments_differing: u64,
+    /// Totals since start.
+    pub keys_sent: u64,
+    pub keys_received: u64,
 }
 
 /// One replica's answer in `GET /admin/replicas/{key}`.

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bincode::{Decode, Encode};
 use ringkv_gossip::{Gossip, Member, MemberState, Membership};
-use ringkv_ring::{NodeId, Ring, Token};
+use ringkv_ring::{NodeId, Partition, Ring, Token};
 
 use crate::error::{Error, Result};
 use crate::storage::{Backend, Cf};
@@ -106,6 +106,30 @@ impl View {
             .into_iter()
             .filter_map(|id| self.peer(&id.0))
             .collect()
+    }
+
+    /// The home replicas of every key in `partition`.
+    pub fn partition_homes(&self, partition: Partition, n: usize) -> Vec<Peer> {
+        self.ring
+            .partition_preference_list(partition, n)
+            .into_iter()
+            .filter_map(|id| self.peer(&id.0))
+            .collect()
+    }
+
+    /// True when every member of the ring is alive, as gossip says.
+    pub fn all_alive(&self) -> bool {
+        self.members_alive() == self.members.len()
+    }
+
+    /// The ids on the ring, in order.
+    pub fn member_ids(&self) -> Vec<String> {
+        self.members.keys().cloned().collect()
+    }
+
+    /// The id of this node.
+    pub fn local(&self) -> &str {
+        &self.local
     }
 
     /// The member `id` as a peer, if it is on the ring.

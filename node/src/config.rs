@@ -88,6 +88,9 @@ pub struct NodeArgs {
     /// Keep writes for down replicas on stand-ins and hand them back (true|false).
     #[arg(long, env = "RINGKV_HINTED_HANDOFF", default_value_t = true, action = ArgAction::Set)]
     pub hinted_handoff: bool,
+    /// Time between anti-entropy rounds (`500ms`, `2s`, `10m`, `1h`), or `off`.
+    #[arg(long, env = "RINGKV_ANTI_ENTROPY_INTERVAL", default_value = "60s", value_parser = parse_interval)]
+    pub anti_entropy_interval: Interval,
     /// Hints older than this are dropped (the owner catches up by read repair), in seconds.
     #[arg(long, env = "RINGKV_HINT_MAX_AGE_S", default_value_t = 3 * 3600)]
     pub hint_max_age_s: u64,
@@ -146,6 +149,8 @@ pub struct Config {
     pub quorum: Quorum,
     pub vnodes: usize,
     pub hinted_handoff: bool,
+    /// Time between anti-entropy rounds; `None`: off.
+    pub anti_entropy_interval: Option<Duration>,
     pub hint_max_age: Duration,
     pub hint_max_bytes: u64,
     pub max_key_bytes: usize,
@@ -279,6 +284,7 @@ impl Config {
             quorum: Quorum { n, r, w },
             vnodes: args.vnodes,
             hinted_handoff: args.hinted_handoff,
+            anti_entropy_interval: args.anti_entropy_interval.0,
             hint_max_age: Duration::from_secs(args.hint_max_age_s),
             hint_max_bytes: args.hint_max_bytes,
             max_key_bytes: args.max_key_bytes,
@@ -293,6 +299,38 @@ impl Config {
             header_read_timeout: Duration::from_millis(args.header_timeout_ms),
         })
     }
+}
+
+/// A duration flag that can also be `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Option<Duration>);
+
+/// Longest interval accepted: a week.
+const INTERVAL_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses `off` or a duration: a whole number followed by `ms`, `s`, `m` or `h`.
+pub fn parse_interval(s: &str) -> std::result::Result<Interval, String> {
+    if s == "off" {
+        return Ok(Interval(None));
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let expected = || format!("{s:?}: expected off or a duration such as 500ms, 2s, 10m, 1h");
+    let number: u64 = number.parse().map_err(|_| expected())?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(expected()),
+    };
+    let duration = Duration::from_millis(number.checked_mul(unit_ms).ok_or_else(expected)?);
+    if duration.is_zero() || duration > INTERVAL_MAX {
+        return Err(format!(
+            "{s:?}: must be more than 0 and at most 7 days (or off)"
+        ));
+    }
+    Ok(Interval(Some(duration)))
 }
 
 /// The cores this process may run on (1 when that cannot be known).
@@ -331,6 +369,26 @@ mod tests {
         let c = Config::from_args(args(&["--join", "127.0.0.1:7002,node3:7003"])).unwrap();
         assert_eq!(c.join, vec!["127.0.0.1:7002", "node3:7003"]);
         assert!(Config::from_args(args(&["--join", "nohost"])).is_err());
+    }
+
+    #[test]
+    fn anti_entropy_interval_takes_durations_or_off() {
+        // Durations in ms, s, m and h and `off` are accepted; the default is 60 s; zero,
+        // bare numbers, other units and overflow are refused.
+        let interval = |a: &[&str]| Config::from_args(args(a)).unwrap().anti_entropy_interval;
+        assert_eq!(interval(&[]), Some(Duration::from_secs(60)));
+        assert_eq!(
+            interval(&["--anti-entropy-interval", "500ms"]),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            interval(&["--anti-entropy-interval", "10m"]),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(interval(&["--anti-entropy-interval", "off"]), None);
+        for bad in ["0s", "2", "2d", "s", "-1s", "99999999999999999999h", "200h"] {
+            assert!(parse_interval(bad).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! run the same code; [`env`] holds the seams for time, randomness and blocking calls
 //! (docs/architecture.md#seams-and-the-deterministic-simulator).
 
+pub mod anti_entropy;
 pub mod api;
 pub mod cluster;
 pub mod config;

@@ -99,6 +99,7 @@ fn describe() {
         HINTS_CORRUPT,
         "Hint records that failed their check and were deleted."
     );
+    describe_anti_entropy();
 }
 
 /// Folds recorded histogram samples into their buckets; keeps memory flat.
@@ -173,3 +174,67 @@ pub const HINTS_EXPIRED: &str = "ringkv_hints_expired_total";
 pub const HINTS_REFUSED: &str = "ringkv_hints_refused_total";
 /// Hint records that failed their check (cannot be handed off) and were deleted.
 pub const HINTS_CORRUPT: &str = "ringkv_hints_corrupt_total";
+
+/// Anti-entropy exchanges this node started, by `result` (`ok`, `failed`).
+pub const AE_EXCHANGES: &str = "ringkv_anti_entropy_exchanges_total";
+/// Tree segments found to differ from a peer's.
+pub const AE_SEGMENTS_DIFFERING: &str = "ringkv_anti_entropy_segments_differing_total";
+/// Keys repaired by anti-entropy, by `direction`: `sent` (pushed to a peer that lacked
+/// this node's version) or `received` (a peer's version merged here).
+pub const AE_KEYS_REPAIRED: &str = "ringkv_anti_entropy_keys_repaired_total";
+/// Tombstones purged from this replica by tombstone GC.
+pub const TOMBSTONES_PURGED: &str = "ringkv_tombstones_purged_total";
+/// Partitions whose tree was rebuilt from a scan.
+pub const TREE_REBUILDS: &str = "ringkv_anti_entropy_tree_rebuilds_total";
+/// Time one partition's rebuild took, in seconds.
+pub const TREE_REBUILD_DURATION: &str = "ringkv_anti_entropy_tree_rebuild_duration_seconds";
+/// Tree leaves a rebuild found wrong (a corrupt record, a failed write).
+pub const TREE_LEAVES_FIXED: &str = "ringkv_anti_entropy_tree_leaves_fixed_total";
+
+fn describe_anti_entropy() {
+    metrics::describe_counter!(
+        AE_EXCHANGES,
+        "Anti-entropy exchanges started here, by result."
+    );
+    metrics::describe_counter!(
+        AE_SEGMENTS_DIFFERING,
+        "Hash-tree segments found to differ from a peer's."
+    );
+    metrics::describe_counter!(
+        AE_KEYS_REPAIRED,
+        "Keys repaired by anti-entropy, by direction (sent, received)."
+    );
+    metrics::describe_counter!(TOMBSTONES_PURGED, "Tombstones purged by tombstone GC.");
+    metrics::describe_counter!(TREE_REBUILDS, "Partitions whose hash tree was rebuilt.");
+    metrics::describe_histogram!(
+        TREE_REBUILD_DURATION,
+        metrics::Unit::Seconds,
+        "Time to rebuild one partition's hash tree from a scan."
+    );
+    metrics::describe_counter!(TREE_LEAVES_FIXED, "Hash-tree leaves a rebuild found wrong.");
+}
+
+/// Counts one exchange.
+pub fn ae_exchange(ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    metrics::counter!(AE_EXCHANGES, "result" => result).increment(1);
+}
+
+/// Counts differing segments and the keys repaired in each direction.
+pub fn ae_repaired(segments: u64, sent: u64, received: u64) {
+    metrics::counter!(AE_SEGMENTS_DIFFERING).increment(segments);
+    metrics::counter!(AE_KEYS_REPAIRED, "direction" => "sent").increment(sent);
+    metrics::counter!(AE_KEYS_REPAIRED, "direction" => "received").increment(received);
+}
+
+/// Counts tombstones purged here.
+pub fn tombstones_purged(count: u64) {
+    metrics::counter!(TOMBSTONES_PURGED).increment(count);
+}
+
+/// Counts one partition's rebuild.
+pub fn tree_rebuilt(elapsed: Duration, leaves_fixed: u64) {
+    metrics::counter!(TREE_REBUILDS).increment(1);
+    metrics::histogram!(TREE_REBUILD_DURATION).record(elapsed.as_secs_f64());
+    metrics::counter!(TREE_LEAVES_FIXED).increment(leaves_fixed);
+}

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::anti_entropy::AntiEntropyOptions;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::discovery;
@@ -77,6 +78,7 @@ impl Node {
                 max_bytes: config.hint_max_bytes,
             },
             handoff: HandoffOptions::default(),
+            anti_entropy: AntiEntropyOptions::new(config.anti_entropy_interval, config.quorum.n),
             backend,
             gossip,
             transport,
@@ -84,7 +86,7 @@ impl Node {
         })
         .await?;
         let coordinator = services.coordinator.clone();
-        tracing::info!(node = %config.id, actor = ?*services.replica.actor(), data_dir = %config.data_dir.display(), "store open");
+        tracing::info!(node = %config.id, actor = ?services.replica.actor(), data_dir = %config.data_dir.display(), "store open");
         let (stop_peer, peer_stopped) = watch::channel(false);
         let peer_server =
             tokio::spawn(net::serve(peer_listener, coordinator.clone(), peer_stopped));
@@ -108,6 +110,7 @@ impl Node {
             config: config.clone(),
             coordinator,
             cluster: services.cluster.clone(),
+            anti_entropy: services.anti_entropy.clone(),
             metrics: handle,
         });
         let (stop_http, http_stopped) = watch::channel(false);
@@ -135,7 +138,7 @@ impl Node {
         if let Err(e) = self.http_server.await {
             tracing::error!(error = %e, "the HTTP server task failed");
         }
-        self.services.stop_handoff().await;
+        self.services.stop_tasks().await;
         self.services.cluster.leave().await;
         let _ = self.stop_peer.send(true);
         if let Err(e) = self.peer_server.await {

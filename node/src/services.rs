@@ -1,5 +1,6 @@
 //! The protocol half of a node: replica, hints, membership view, coordinator and the
-//! hinted-handoff task, assembled from parts that the caller chooses.
+//! background tasks (hinted handoff, anti-entropy), assembled from parts that the
+//! caller chooses.
 //!
 //! [`crate::node::Node`] builds the parts for production (RocksDB, gossip over UDP,
 //! [`crate::net::PeerClient`], [`Env::production`]) and adds the listeners; the
@@ -13,6 +14,7 @@ use ringkv_gossip::Gossip;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::anti_entropy::{self, AntiEntropyOptions, Exchanger, StatusBoard};
 use crate::cluster::Cluster;
 use crate::coordinator::{Coordinator, Quorum};
 use crate::env::Env;
@@ -41,6 +43,8 @@ pub struct Parts {
     pub hint_limits: HintLimits,
     /// Pace of the handoff task.
     pub handoff: HandoffOptions,
+    /// Interval and bounds of anti-entropy.
+    pub anti_entropy: AntiEntropyOptions,
     /// The store (every column family).
     pub backend: Arc<dyn Backend>,
     /// Gossip, started on the node's cluster address.
@@ -57,8 +61,11 @@ pub struct Services {
     pub replica: Arc<Replica>,
     pub cluster: Arc<Cluster>,
     pub coordinator: Arc<Coordinator>,
-    stop_handoff: watch::Sender<bool>,
+    /// Anti-entropy's progress, for `GET /cluster`.
+    pub anti_entropy: Arc<StatusBoard>,
+    stop_tasks: watch::Sender<bool>,
     handoff: Option<JoinHandle<()>>,
+    exchanges: Option<JoinHandle<()>>,
 }
 
 impl Services {
@@ -74,6 +81,7 @@ impl Services {
             hinted_handoff,
             hint_limits,
             handoff,
+            anti_entropy: ae_options,
             backend,
             gossip,
             transport,
@@ -101,28 +109,50 @@ impl Services {
             transport.clone(),
             hints.clone(),
             hinted_handoff,
-            env,
+            env.clone(),
         ));
-        let (stop_handoff, handoff_stopped) = watch::channel(false);
+        let (stop_tasks, tasks_stopped) = watch::channel(false);
+        let board = Arc::new(StatusBoard::default());
+        let exchanges = anti_entropy::spawn(
+            Exchanger {
+                replica: replica.clone(),
+                transport: transport.clone(),
+                env,
+                call_timeout: ae_options.call_timeout,
+            },
+            cluster.clone(),
+            hints.clone(),
+            ae_options,
+            board.clone(),
+            tasks_stopped.clone(),
+        );
         // Hints already kept are handed off even if this node no longer takes new ones.
         let handoff =
-            handoff::spawn_replay(hints, cluster.clone(), transport, handoff, handoff_stopped);
+            handoff::spawn_replay(hints, cluster.clone(), transport, handoff, tasks_stopped);
         Ok(Self {
             replica,
             cluster,
             coordinator,
-            stop_handoff,
+            anti_entropy: board,
+            stop_tasks,
             handoff: Some(handoff),
+            exchanges: Some(exchanges),
         })
     }
 
-    /// Stops the handoff task (hints not yet delivered stay stored).
-    pub async fn stop_handoff(&mut self) {
-        let _ = self.stop_handoff.send(true);
-        if let Some(task) = self.handoff.take()
-            && let Err(e) = task.await
-        {
-            tracing::error!(error = %e, "the handoff task failed");
+    /// Stops the background tasks: handoff (hints not yet delivered stay stored) and
+    /// anti-entropy.
+    pub async fn stop_tasks(&mut self) {
+        let _ = self.stop_tasks.send(true);
+        for (name, task) in [
+            ("handoff", self.handoff.take()),
+            ("anti-entropy", self.exchanges.take()),
+        ] {
+            if let Some(task) = task
+                && let Err(e) = task.await
+            {
+                tracing::error!(error = %e, task = name, "a background task failed");
+            }
         }
     }
 }
@@ -133,7 +163,11 @@ impl Services {
     /// their own; the simulator fences them off at its disk and network.
     pub fn halt(&self) {
         self.cluster.halt();
-        if let Some(task) = &self.handoff {
+        self.abort_tasks();
+    }
+
+    fn abort_tasks(&self) {
+        for task in [&self.handoff, &self.exchanges].into_iter().flatten() {
             task.abort();
         }
     }
@@ -141,8 +175,6 @@ impl Services {
 
 impl Drop for Services {
     fn drop(&mut self) {
-        if let Some(task) = &self.handoff {
-            task.abort();
-        }
+        self.abort_tasks();
     }
 }

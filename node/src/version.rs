@@ -148,6 +148,15 @@ impl Clock {
         out
     }
 
+    /// Each actor's entry as `(actor, counter, versions kept)`, in actor order. A dot
+    /// names one write, so this identifies the clock's whole state (values included)
+    /// without touching the values: anti-entropy hashes it.
+    pub fn dots(&self) -> impl Iterator<Item = (&Actor, u64, usize)> {
+        self.entries
+            .iter()
+            .map(|e| (&e.actor, e.counter, e.values.len()))
+    }
+
     /// True when the clock has versions and every one of them is a tombstone.
     pub fn is_tombstoned(&self) -> bool {
         self.value_count() > 0 && self.values().all(Versioned::is_tombstone)

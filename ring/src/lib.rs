@@ -1,19 +1,26 @@
 //! Placement of keys on nodes: a consistent-hash ring with virtual nodes.
 //!
 //! A key's bytes hash to a stable 64-bit [`Token`] (xxh3: the same on every platform and
-//! release, which matters because every node must agree on placement). The token goes
-//! to a `consistent_hash_ring` ring holding `vnodes` virtual nodes per member. The ring's
-//! replica order for the token, [`Ring::candidates`], lists every member once: the
-//! first N are the key's home replicas (its preference list), the rest, in order, are
-//! the stand-ins a sloppy quorum uses when a home replica is down.
+//! release, which matters because every node must agree on placement). The token's top
+//! [`PARTITION_BITS`] bits name its [`Partition`], one of [`PARTITIONS`] fixed slices of
+//! the key space; the partition goes to a `consistent_hash_ring` ring holding `vnodes`
+//! virtual nodes per member. The ring's replica order for the partition,
+//! [`Ring::candidates`], lists every member once: the first N are the home replicas of
+//! every key in the partition (its preference list), the rest, in order, are the
+//! stand-ins a sloppy quorum uses when a home replica is down.
+//!
+//! Placing partitions rather than single keys is what makes the other mechanisms
+//! cheap: all keys of a partition share their replicas, so anti-entropy compares one
+//! hash tree per partition with exactly the nodes that hold the same keys, and a
+//! membership change moves whole partitions, each one range scan of the store (as in
+//! Riak, Cassandra's vnodes and Garage).
 //!
 //! The ring holds members that have joined and not left; a node that is merely down
 //! stays on it (a transient failure is not a membership change, as in Dynamo).
 //!
 //! Caveats: `consistent_hash_ring` finds replicas after the first by re-hashing the
 //! token, not by walking the ring clockwise, so "the ring range a node owns" is only
-//! meaningful for the first replica; anti-entropy therefore buckets keys by token, not
-//! by ring range. Building a ring costs O(members × vnodes): build a new one on a
+//! meaningful for the first replica; that is one more reason to place fixed partitions. Building a ring costs O(members × vnodes): build a new one on a
 //! membership change and swap it in, never mutate a shared one.
 
 use std::collections::BTreeSet;
@@ -45,6 +52,43 @@ impl Token {
     /// The token of `key`.
     pub fn of(key: &[u8]) -> Self {
         Token(xxhash_rust::xxh3::xxh3_64(key))
+    }
+}
+
+/// Bits of a token that name its partition.
+pub const PARTITION_BITS: u32 = 10;
+/// Fixed slices of the key space: a key's replicas are its partition's.
+pub const PARTITIONS: usize = 1 << PARTITION_BITS;
+
+/// A slice of the key space: the keys whose tokens share their top [`PARTITION_BITS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Partition(pub u16);
+
+impl Partition {
+    /// The partition of `token`.
+    pub fn of(token: Token) -> Self {
+        Partition((token.0 >> (64 - PARTITION_BITS)) as u16)
+    }
+
+    /// Every partition, in order.
+    pub fn all() -> impl Iterator<Item = Partition> {
+        (0..PARTITIONS as u16).map(Partition)
+    }
+
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// Where the partition sits on the ring: a stable hash of its number. (The ring
+    /// hashes this again with FNV, which spreads small consecutive integers badly.)
+    fn ring_key(self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&self.0.to_le_bytes())
+    }
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}", self.0)
     }
 }
 
@@ -102,15 +146,29 @@ impl Ring {
         self.members.contains(node)
     }
 
-    /// Every member once, in the key's replica order: home replicas first, then the
-    /// stand-ins in the order a sloppy quorum tries them.
+    /// Every member once, in the replica order of the token's partition: home replicas
+    /// first, then the stand-ins in the order a sloppy quorum tries them.
     pub fn candidates(&self, token: Token) -> Vec<NodeId> {
-        self.inner.replicas(token.0).cloned().collect()
+        self.partition_candidates(Partition::of(token))
     }
 
     /// The key's `n` home replicas (fewer when the ring has fewer members).
     pub fn preference_list(&self, token: Token, n: usize) -> Vec<NodeId> {
-        self.inner.replicas(token.0).take(n).cloned().collect()
+        self.partition_preference_list(Partition::of(token), n)
+    }
+
+    /// Every member once, in the partition's replica order.
+    pub fn partition_candidates(&self, partition: Partition) -> Vec<NodeId> {
+        self.inner.replicas(partition.ring_key()).cloned().collect()
+    }
+
+    /// The `n` home replicas of every key in `partition`.
+    pub fn partition_preference_list(&self, partition: Partition, n: usize) -> Vec<NodeId> {
+        self.inner
+            .replicas(partition.ring_key())
+            .take(n)
+            .cloned()
+            .collect()
     }
 
     /// What changed from `self` to `next`.
@@ -149,6 +207,24 @@ mod tests {
         // Placement must never change between releases: pin the hash of a known key.
         assert_eq!(Token::of(b"hello"), Token(0x9555e8555c62dcfd));
         assert_ne!(Token::of(b"a"), Token::of(b"b"));
+    }
+
+    #[test]
+    fn partitions_cover_the_token_space_in_order() {
+        // The lowest and highest tokens fall in the first and last partitions, and a key
+        // placed by token gets its partition's replicas.
+        assert_eq!(Partition::of(Token(0)), Partition(0));
+        assert_eq!(
+            Partition::of(Token(u64::MAX)),
+            Partition(PARTITIONS as u16 - 1)
+        );
+        assert_eq!(Partition::all().count(), PARTITIONS);
+        let ring = Ring::new(16, nodes(5));
+        let t = Token::of(b"some key");
+        assert_eq!(
+            ring.preference_list(t, 3),
+            ring.partition_preference_list(Partition::of(t), 3)
+        );
     }
 
     #[test]

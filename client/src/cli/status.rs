@@ -121,6 +121,7 @@ mod tests {
             hints: HintsBody {
                 pending: [("n10".to_owned(), 12), ("n2".to_owned(), 0)].into(),
             },
+            anti_entropy: Default::default(),
         };
         let expected = "\
 node n1 answered: n=3 r=2 w=2, 2 members
@@ -144,6 +145,7 @@ pending hints: n10=12
             w: 1,
             members: vec![member("n1", "alive", "h:1", "c:1")],
             hints: HintsBody::default(),
+            anti_entropy: Default::default(),
         };
         assert!(render(&cluster).ends_with("pending hints: none\n"));
     }

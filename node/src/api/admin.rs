@@ -59,6 +59,7 @@ pub fn cluster(state: &ApiState) -> Response<Body> {
         hints: HintsBody {
             pending: state.coordinator.hints_pending(),
         },
+        anti_entropy: state.anti_entropy.snapshot(),
     };
     reply::json(StatusCode::OK, &body)
 }

@@ -37,6 +37,7 @@ pub struct ApiState {
     pub config: Arc<Config>,
     pub coordinator: Arc<Coordinator>,
     pub cluster: Arc<Cluster>,
+    pub anti_entropy: Arc<crate::anti_entropy::StatusBoard>,
     pub metrics: PrometheusHandle,
 }
 

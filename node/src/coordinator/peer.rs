@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::{Coordinator, Supersedes, WriteOptions, run_local};
+use crate::anti_entropy;
 use crate::error::Error;
 use crate::net::{PeerErrorKind, PeerHandler, PeerRequest, PeerResponse, WireSupersedes};
 
@@ -82,12 +83,43 @@ impl PeerHandler for Coordinator {
                             })
                     }
                 }
+                other => self.anti_entropy_call(other).await,
             };
             result.unwrap_or_else(|e| {
                 let (kind, message) = to_wire(&e);
                 PeerResponse::Error { kind, message }
             })
         })
+    }
+}
+
+impl Coordinator {
+    /// Serves a peer's anti-entropy or tombstone-GC call, off the async executor (each
+    /// reads or writes up to a few thousand records).
+    async fn anti_entropy_call(&self, request: PeerRequest) -> crate::Result<PeerResponse> {
+        let (replica, hints) = (self.replica.clone(), self.hints.clone());
+        self.env
+            .blocking(move || match request {
+                PeerRequest::TreeRoots { partitions } => {
+                    anti_entropy::tree_roots(&replica, &partitions)
+                }
+                PeerRequest::TreeLeaves { partitions } => {
+                    anti_entropy::tree_leaves(&replica, &partitions)
+                }
+                PeerRequest::SegmentKeys { segments, max_keys } => {
+                    anti_entropy::segment_keys(&replica, &segments, max_keys)
+                }
+                PeerRequest::Sync { push, pull } => anti_entropy::sync(&replica, push, &pull),
+                PeerRequest::TombstoneCheck { keys, home } => {
+                    anti_entropy::tombstone_check(&replica, &hints, &keys, home)
+                }
+                PeerRequest::Purge { keys } => anti_entropy::purge(&replica, &keys),
+                other => Err(Error::BadRequest(format!(
+                    "{} is not an anti-entropy call",
+                    other.op_name()
+                ))),
+            })
+            .await
     }
 }
 

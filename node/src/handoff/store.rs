@@ -220,6 +220,22 @@ impl HintStore {
         self.counters().per_owner.clone()
     }
 
+    /// True when a hint for `key` is kept here, for any owner (tombstone GC waits until
+    /// none is). Blocks on the disk.
+    pub fn holds_key(&self, key: &[u8]) -> Result<bool> {
+        for (owner, count) in self.pending() {
+            if count > 0
+                && self
+                    .backend
+                    .get(Cf::Hints, &hint_key(&owner, key)?)?
+                    .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Bytes of hints kept (storage keys plus records).
     pub fn bytes(&self) -> u64 {
         self.counters().bytes

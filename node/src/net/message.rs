@@ -6,11 +6,13 @@
 
 use bincode::{Decode, Encode};
 
+use crate::replica::SegmentEntry;
 use crate::version::{Clock, VersionVector};
 
 /// Version of the peer protocol; a peer speaking another one is refused. Version 2
-/// carries a batch of calls in each message.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// carries a batch of calls in each message; version 3 adds anti-entropy and tombstone
+/// GC.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Most calls in one message: a message with more (or none) is refused whole.
 pub const BATCH_CALLS_MAX: usize = 256;
@@ -58,6 +60,29 @@ pub enum PeerRequest {
         sync: bool,
         sloppy: bool,
     },
+    /// Anti-entropy: the receiver's tree roots of `partitions`.
+    TreeRoots { partitions: Vec<u16> },
+    /// Anti-entropy: the receiver's tree leaves (one per segment) of `partitions`.
+    TreeLeaves { partitions: Vec<u16> },
+    /// Anti-entropy: the keys of whole `segments` (partition, segment) with their
+    /// hashes, as many segments as fit in `max_keys` (at least one).
+    SegmentKeys {
+        segments: Vec<(u16, u8)>,
+        max_keys: u32,
+    },
+    /// Anti-entropy's repair: merge `push` into the receiver's replica and answer with
+    /// its records of `pull`.
+    Sync {
+        push: Vec<(Vec<u8>, Clock)>,
+        pull: Vec<Vec<u8>>,
+    },
+    /// Tombstone GC, first phase: for each key, whether the receiver agrees to purge
+    /// it: it keeps no hint for the key and, when `home` (it is a home replica), its
+    /// record hashes to the given value.
+    TombstoneCheck { keys: Vec<SegmentEntry>, home: bool },
+    /// Tombstone GC, second phase: purge each key whose record still hashes to the
+    /// given value and holds only tombstones.
+    Purge { keys: Vec<SegmentEntry> },
 }
 
 impl PeerRequest {
@@ -68,6 +93,12 @@ impl PeerRequest {
             PeerRequest::Merge { .. } => "merge",
             PeerRequest::Hint { .. } => "hint",
             PeerRequest::Write { .. } => "write",
+            PeerRequest::TreeRoots { .. } => "tree_roots",
+            PeerRequest::TreeLeaves { .. } => "tree_leaves",
+            PeerRequest::SegmentKeys { .. } => "segment_keys",
+            PeerRequest::Sync { .. } => "sync",
+            PeerRequest::TombstoneCheck { .. } => "tombstone_check",
+            PeerRequest::Purge { .. } => "purge",
         }
     }
 
@@ -86,6 +117,19 @@ impl PeerRequest {
                 key.len() + clock_bytes(clock)
             }
             PeerRequest::Write { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
+            PeerRequest::TreeRoots { partitions } | PeerRequest::TreeLeaves { partitions } => {
+                partitions.len() * 2
+            }
+            PeerRequest::SegmentKeys { segments, .. } => segments.len() * 3,
+            PeerRequest::Sync { push, pull } => {
+                push.iter()
+                    .map(|(k, c)| k.len() + clock_bytes(c))
+                    .sum::<usize>()
+                    + pull.iter().map(Vec::len).sum::<usize>()
+            }
+            PeerRequest::TombstoneCheck { keys, .. } | PeerRequest::Purge { keys } => {
+                keys.iter().map(|e| e.key.len() + 8).sum()
+            }
         }
     }
 }
@@ -112,6 +156,19 @@ pub enum PeerResponse {
         acks: Vec<String>,
         hinted: Vec<(String, String)>,
     },
+    /// One per partition asked, `None` while the receiver rebuilds that tree.
+    TreeRoots(Vec<Option<u64>>),
+    TreeLeaves(Vec<Option<Vec<u64>>>),
+    /// The segments listed (a prefix of those asked) and their keys.
+    SegmentKeys {
+        segments: Vec<(u16, u8)>,
+        entries: Vec<SegmentEntry>,
+    },
+    /// The receiver's records of the keys pulled (missing ones left out).
+    Synced(Vec<(Vec<u8>, Clock)>),
+    /// One answer per key asked.
+    TombstoneChecked(Vec<bool>),
+    Purged(u32),
     Error {
         kind: PeerErrorKind,
         message: String,

@@ -88,6 +88,13 @@ fn answer_for(from: &str, request: PeerRequest) -> PeerResponse {
             acks: vec![from.to_owned()],
             hinted: vec![(String::from_utf8_lossy(&key).into_owned(), "c".into())],
         },
+        PeerRequest::TreeRoots { partitions } => {
+            PeerResponse::TreeRoots(partitions.iter().map(|p| Some(u64::from(*p))).collect())
+        }
+        other => PeerResponse::Error {
+            kind: PeerErrorKind::BadRequest,
+            message: other.op_name().into(),
+        },
     }
 }
 
@@ -97,6 +104,7 @@ fn key_of(request: &PeerRequest) -> &[u8] {
         | PeerRequest::Merge { key, .. }
         | PeerRequest::Hint { key, .. }
         | PeerRequest::Write { key, .. } => key,
+        _ => b"",
     }
 }
 

@@ -8,41 +8,69 @@
 //! two writes to one key never interleave their read-modify-write. No lock is held
 //! across an `.await`: every method here is synchronous and may block on the disk.
 //!
-//! Dots must never be reused. A key whose record is corrupt reads as missing, so the
-//! next write to it would restart this actor's counter for that key and mint a dot
-//! that other replicas may already hold with another value. To rule that out, a write
-//! over a corrupt record first renews the replica's incarnation (a new actor).
+//! Dots must never be reused. A key whose record is corrupt reads as missing, and
+//! tombstone GC deletes records whole, so a write to a key with no record here could
+//! restart a counter and mint a dot that a replica or a client context already knows
+//! with another value. [`actors`] rules that out: such a write takes a fresh actor.
 //!
 //! Reads go through a bounded [`RecordCache`] of decoded clocks (`--record-cache-mb`);
 //! it changes only under the key's lock stripe, so it never holds an older version than
 //! the store (see [`cache`]).
+//!
+//! Every write also updates the key's leaf of the replica's hash [`tree`] and, for a
+//! key whose versions are all tombstones, an index of tombstones, in the same storage
+//! batch as the record ([`layout`] says where each lives). Anti-entropy reads both
+//! through the methods in [`sync`].
 
+mod actors;
 pub mod cache;
+pub mod layout;
+mod sync;
+pub mod tree;
 
 use std::sync::{Arc, Mutex, RwLock};
+
+use ringkv_ring::{PARTITIONS, Partition};
 
 use crate::env::Entropy;
 use crate::error::{Error, Result};
 use crate::metrics;
-use crate::storage::{Backend, Cf, record};
+use crate::storage::{Backend, Batch, Cf, record};
 use crate::version::{Actor, Clock, VersionVector, Versioned};
+use actors::Actors;
 
 pub use cache::{CacheStats, RecordCache};
+pub use sync::{SegmentEntry, TreeRebuild};
+use tree::{Tree, key_hash};
 
 /// Lock stripes for per-key read-modify-write; a power of two.
 const LOCK_STRIPES: usize = 1024;
-const META_INCARNATION: &[u8] = b"incarnation";
+/// The storage layout of the data directory ([`layout::LAYOUT_VERSION`]).
+const META_LAYOUT: &[u8] = b"layout";
+/// Present once the hash trees cover every record (written with the layout of a new
+/// store, or after a full rebuild).
+const META_TREE: &[u8] = b"tree";
+
+/// What a key held before a write, as the tree and the tombstone index need it.
+enum Prior<'a> {
+    Missing,
+    Found(&'a Clock),
+    /// Unreadable: its hash, still in the tree, is unknown.
+    Corrupt,
+}
 
 /// This node's replica of its keys.
 #[derive(Debug)]
 pub struct Replica {
     backend: Arc<dyn Backend>,
-    actor: RwLock<Arc<Actor>>,
+    actors: Actors,
     max_siblings: usize,
     stripes: Box<[Mutex<()>]>,
+    /// Taken shared by every write, exclusively by a partition's rebuild, so that a
+    /// rebuild never misses a write that lands while it scans.
+    partition_locks: Box<[RwLock<()>]>,
+    tree: Tree,
     cache: RecordCache,
-    /// Draws new incarnations.
-    entropy: Arc<dyn Entropy>,
 }
 
 impl Replica {
@@ -56,38 +84,36 @@ impl Replica {
         cache_bytes: u64,
         entropy: Arc<dyn Entropy>,
     ) -> Result<Self> {
-        let incarnation = match backend.get(Cf::Meta, META_INCARNATION)? {
-            Some(bytes) => u64::from_le_bytes(
-                bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Storage("the stored incarnation is not 8 bytes".into()))?,
-            ),
-            None => new_incarnation(backend.as_ref(), entropy.as_ref())?,
-        };
-        Ok(Self {
+        let fresh = check_layout(backend.as_ref())?;
+        let actors = Actors::open(backend.clone(), node_id, entropy)?;
+        let replica = Self {
             backend,
-            actor: RwLock::new(Arc::new(Actor::new(node_id, incarnation))),
+            actors,
             max_siblings,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            partition_locks: (0..PARTITIONS).map(|_| RwLock::new(())).collect(),
+            tree: Tree::new(),
             cache: RecordCache::new(cache_bytes),
-            entropy,
-        })
+        };
+        if fresh {
+            replica.backend.put(Cf::Meta, META_TREE, &[1], true)?;
+        } else if replica.backend.get(Cf::Meta, META_TREE)?.is_none() {
+            // Trees that were never completed: build them all now, before serving.
+            let started = std::time::Instant::now();
+            for partition in Partition::all() {
+                replica.rebuild_partition(partition)?;
+            }
+            replica.backend.put(Cf::Meta, META_TREE, &[1], true)?;
+            tracing::info!(elapsed = ?started.elapsed(), "built the anti-entropy trees from a scan");
+        } else {
+            replica.load_tree()?;
+        }
+        Ok(replica)
     }
 
-    /// The actor this replica's dots carry now.
-    pub fn actor(&self) -> Arc<Actor> {
-        self.actor.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Switches to a fresh incarnation, so no later dot can collide with one minted
-    /// before (see the module docs).
-    fn renew_incarnation(&self) -> Result<()> {
-        let mut actor = self.actor.write().unwrap_or_else(|p| p.into_inner());
-        let incarnation = new_incarnation(self.backend.as_ref(), self.entropy.as_ref())?;
-        *actor = Arc::new(Actor::new(actor.node.clone(), incarnation));
-        tracing::warn!(actor = ?*actor, "renewed the incarnation after finding a corrupt record");
-        Ok(())
+    /// The actor naming this data directory (its incarnation at epoch 0), for logs.
+    pub fn actor(&self) -> Actor {
+        self.actors.describe()
     }
 
     /// The key's clock, or `None` when the key is unknown here or its record is corrupt
@@ -120,13 +146,16 @@ impl Replica {
 
     /// The clock in the store, bypassing the cache.
     fn read_store(&self, key: &[u8]) -> Result<Result<Option<Clock>, ()>> {
-        let Some(bytes) = self.backend.get(Cf::Data, key)? else {
+        let Some(bytes) = self.backend.get(Cf::Data, &layout::stored_key(key))? else {
             return Ok(Ok(None));
         };
         match record::decode(&bytes) {
             Ok(clock) => Ok(Ok(Some(clock))),
             Err(corrupt) => {
                 metrics::corrupt_record();
+                // Its stale hash is still in the tree: rebuild it, so that anti-entropy
+                // sees the key as missing here and brings it back.
+                self.tree.mark_dirty(layout::Place::of(key).partition);
                 tracing::error!(key = %String::from_utf8_lossy(key), %corrupt, "treating a corrupt record as missing");
                 Ok(Err(()))
             }
@@ -144,21 +173,29 @@ impl Replica {
         sync: bool,
     ) -> Result<Clock> {
         let _guard = self.lock(key);
-        let current = match self.read(key)? {
-            Ok(clock) => clock.unwrap_or_default(),
-            Err(()) => {
-                // The lost record's dots may live on elsewhere: never mint them again.
-                self.renew_incarnation()?;
-                Clock::new()
-            }
+        let stored = self.read(key)?;
+        let current = stored.as_ref().ok().and_then(Option::as_ref);
+        // The actor kept with the record, or (no record here, a corrupt one, or one
+        // that came by replication) a fresh one: see [`actors`].
+        let kept = match current {
+            Some(_) => self.kept_actor(key)?,
+            None => None,
         };
-        let updated = current.update(context, value, &self.actor());
+        let (actor, new_actor) = match kept {
+            Some(actor) => (actor, false),
+            None => (self.actors.fresh()?, true),
+        };
+        let updated = match current {
+            Some(current) => current.update(context, value, &actor),
+            None => Clock::new().update(context, value, &actor),
+        };
         if updated.value_count() > self.max_siblings {
             return Err(Error::TooManySiblings {
                 max: self.max_siblings,
             });
         }
-        self.store(key, &updated, sync)?;
+        let keep = new_actor.then_some(actor.incarnation);
+        self.store(key, prior(&stored), &updated, keep, sync)?;
         Ok(updated)
     }
 
@@ -167,34 +204,90 @@ impl Replica {
     /// acknowledged write.
     pub fn merge(&self, key: &[u8], incoming: &Clock, sync: bool) -> Result<Clock> {
         let _guard = self.lock(key);
-        let current = self.read(key)?.unwrap_or(None);
-        let merged = match &current {
-            Some(c) => c.sync(incoming),
-            None => incoming.clone(),
+        let stored = self.read(key)?;
+        let merged = match &stored {
+            Ok(Some(c)) => c.sync(incoming),
+            _ => incoming.clone(),
         };
-        if current.as_ref() != Some(&merged) {
-            self.store(key, &merged, sync)?;
+        if stored.as_ref().ok().and_then(Option::as_ref) != Some(&merged) {
+            self.store(key, prior(&stored), &merged, None, sync)?;
         }
         Ok(merged)
     }
 
-    /// Writes `clock` as the key's record and refreshes the cache. Call only under the
-    /// key's lock stripe.
-    fn store(&self, key: &[u8], clock: &Clock, sync: bool) -> Result<()> {
-        match self
-            .backend
-            .put(Cf::Data, key, &record::encode(clock), sync)
-        {
+    /// The actor kept with the key's record, if it is one of this directory's.
+    fn kept_actor(&self, key: &[u8]) -> Result<Option<Actor>> {
+        let stored = self.backend.get(Cf::Actors, &layout::stored_key(key))?;
+        Ok(stored
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .and_then(|b| self.actors.kept(u64::from_le_bytes(b))))
+    }
+
+    /// Writes `clock` as the key's record, with its tree leaf, its tombstone index
+    /// entry and (when `actor` is given) the actor kept for it, all in one batch, and
+    /// refreshes the cache. Call only under the key's lock stripe.
+    fn store(
+        &self,
+        key: &[u8],
+        prior: Prior<'_>,
+        clock: &Clock,
+        actor: Option<u64>,
+        sync: bool,
+    ) -> Result<()> {
+        let place = layout::Place::of(key);
+        let stored_key = layout::stored_key(key);
+        let old_hash = match prior {
+            Prior::Found(old) => key_hash(key, old),
+            Prior::Missing | Prior::Corrupt => 0,
+        };
+        let delta = old_hash ^ key_hash(key, clock);
+        let mut batch = Batch::new();
+        batch.put(Cf::Data, stored_key.clone(), record::encode(clock));
+        batch.xor(Cf::Tree, place.prefix(), delta);
+        if let Some(incarnation) = actor {
+            batch.put(Cf::Actors, stored_key.clone(), incarnation.to_le_bytes());
+        }
+        let was_tombstoned = match prior {
+            Prior::Found(old) => old.is_tombstoned(),
+            Prior::Corrupt => true,
+            Prior::Missing => false,
+        };
+        if clock.is_tombstoned() {
+            batch.put(Cf::Tombstones, stored_key, Vec::new());
+        } else if was_tombstoned {
+            batch.delete(Cf::Tombstones, stored_key);
+        }
+        let _partition = self.read_partition(place.partition);
+        match self.backend.write(batch, sync) {
             Ok(()) => {
+                self.tree.xor(place, delta);
+                if matches!(prior, Prior::Corrupt) {
+                    self.tree.mark_dirty(place.partition);
+                }
                 self.cache.refresh(key, clock);
                 Ok(())
             }
             Err(e) => {
-                // The write may or may not have reached the store: read it back next time.
+                // The write may or may not have reached the store: read it back next
+                // time, and do not trust the partition's leaves until a rebuild.
                 self.cache.forget(key);
+                self.tree.mark_dirty(place.partition);
                 Err(e)
             }
         }
+    }
+
+    /// Shared hold on a partition: every write takes it (see `partition_locks`).
+    fn read_partition(&self, partition: Partition) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.partition_locks[partition.index()]
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_partition(&self, partition: Partition) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.partition_locks[partition.index()]
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The record cache's counters, for metrics.
@@ -216,11 +309,40 @@ impl Replica {
     }
 }
 
-/// Draws and stores a new incarnation (fsync'ed: it must outlive any dot made with it).
-fn new_incarnation(backend: &dyn Backend, entropy: &dyn Entropy) -> Result<u64> {
-    let incarnation = entropy.next_u64();
-    backend.put(Cf::Meta, META_INCARNATION, &incarnation.to_le_bytes(), true)?;
-    Ok(incarnation)
+fn prior(stored: &Result<Option<Clock>, ()>) -> Prior<'_> {
+    match stored {
+        Ok(Some(clock)) => Prior::Found(clock),
+        Ok(None) => Prior::Missing,
+        Err(()) => Prior::Corrupt,
+    }
+}
+
+/// Checks that the store is in this build's layout, stamping a new store with it;
+/// true for a store that was new. A store of an older layout is refused, not changed.
+fn check_layout(backend: &dyn Backend) -> Result<bool> {
+    match backend.get(Cf::Meta, META_LAYOUT)? {
+        Some(v) if v == [layout::LAYOUT_VERSION] => Ok(false),
+        Some(v) => Err(Error::Storage(format!(
+            "the data dir is in storage layout {v:?}, which this build ({}) does not know; \
+             run the ringkv that wrote it",
+            layout::LAYOUT_VERSION
+        ))),
+        None => {
+            let has_data = !backend.scan_prefix(Cf::Data, &[], &[], 1)?.is_empty();
+            if has_data {
+                return Err(Error::Storage(
+                    "the data dir holds keys in storage layout 1 (ringkv before keys were \
+                     placed by partition): this build places keys differently and does not \
+                     rewrite a data dir in place. Nothing was changed. Keep the dir for the \
+                     older build, or start this node with a new --data-dir: anti-entropy \
+                     fills it from the other replicas once they run this build"
+                        .into(),
+                ));
+            }
+            backend.put(Cf::Meta, META_LAYOUT, &[layout::LAYOUT_VERSION], true)?;
+            Ok(true)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -298,10 +420,11 @@ mod tests {
         let before = r
             .client_write(b"k", &VersionVector::empty(), 1, b"v")
             .unwrap();
-        let mut raw = backend.get(Cf::Data, b"k").unwrap().unwrap();
+        let stored_key = layout::stored_key(b"k");
+        let mut raw = backend.get(Cf::Data, &stored_key).unwrap().unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 0x40;
-        backend.put(Cf::Data, b"k", &raw, false).unwrap();
+        backend.put(Cf::Data, &stored_key, &raw, false).unwrap();
         assert_eq!(r.get(b"k").unwrap(), None);
         let after = r
             .client_write(b"k", &VersionVector::empty(), 2, b"w")
@@ -313,11 +436,39 @@ mod tests {
             2,
             "the rewrite reused the lost write's dot"
         );
-        let reopened = Replica::open(backend, "n1", 8, CACHE_BYTES, os()).unwrap();
-        assert_eq!(
-            reopened.actor(),
-            r.actor(),
-            "the renewed incarnation is stored"
+        let dots = |c: &Clock| c.dots().map(|(a, _, _)| a.clone()).collect::<Vec<_>>();
+        assert_ne!(
+            dots(&before),
+            dots(&after),
+            "the rewrite took a fresh actor"
+        );
+    }
+
+    #[test]
+    fn a_writer_keeps_one_actor_per_key_until_the_record_is_purged() {
+        // Writes through one replica add one entry to the key's clock, not one per
+        // write; after the record is purged, the next write takes a fresh actor.
+        let r = replica(8);
+        let mut clock = Clock::new();
+        for i in 0..10 {
+            clock = r.client_write(b"k", &clock.context(), i, b"v").unwrap();
+        }
+        assert_eq!(clock.dots().count(), 1, "{clock:?}");
+        let first = clock.dots().next().unwrap().0.clone();
+        let deleted = r
+            .coordinate(b"k", &clock.context(), Versioned::tombstone(11), false)
+            .unwrap();
+        let hash = tree::key_hash(b"k", &deleted);
+        assert!(r.purge_tombstone(b"k", hash, false).unwrap());
+        assert_eq!(r.get(b"k").unwrap(), None);
+        let again = r
+            .client_write(b"k", &VersionVector::empty(), 12, b"w")
+            .unwrap();
+        let actors: Vec<_> = again.dots().map(|(a, _, _)| a.clone()).collect();
+        assert_eq!(actors.len(), 1);
+        assert_ne!(
+            actors[0], first,
+            "a purged key's next write reused its actor"
         );
     }
 
@@ -339,16 +490,16 @@ mod tests {
 
     impl Backend for YieldingBackend {
         fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            if cf != Cf::Data {
+                return self.0.get(cf, key);
+            }
             std::thread::yield_now();
             let got = self.0.get(cf, key);
             std::thread::yield_now();
             got
         }
-        fn put(&self, cf: Cf, key: &[u8], value: &[u8], sync: bool) -> Result<()> {
-            self.0.put(cf, key, value, sync)
-        }
-        fn delete(&self, cf: Cf, key: &[u8], sync: bool) -> Result<()> {
-            self.0.delete(cf, key, sync)
+        fn write(&self, batch: Batch, sync: bool) -> Result<()> {
+            self.0.write(batch, sync)
         }
         fn scan_prefix(
             &self,
@@ -441,7 +592,8 @@ mod tests {
                 reader.join().expect("a reader saw a read go back");
             }
             for (key, clock) in keys.iter().zip(&clocks) {
-                let stored = record::decode(&backend.get(Cf::Data, key).unwrap().unwrap()).unwrap();
+                let raw = backend.get(Cf::Data, &layout::stored_key(key)).unwrap();
+                let stored = record::decode(&raw.unwrap()).unwrap();
                 assert_eq!(&stored, clock);
                 assert_eq!(r.get(key).unwrap().as_ref(), Some(clock), "round {round}");
             }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{Backend, Cf};
+use super::{Backend, Batch, Cf, Op, xor_value};
 use crate::error::Result;
 
 /// Every column family's records, ordered by (family, key).
@@ -28,6 +28,23 @@ pub fn scan_records(
         .collect()
 }
 
+/// Applies one batched change to `records`: for in-memory backends.
+pub fn apply_op(records: &mut Records, op: &Op) {
+    match op {
+        Op::Put { cf, key, value } => {
+            records.insert((*cf, key.clone()), value.clone());
+        }
+        Op::Delete { cf, key } => {
+            records.remove(&(*cf, key.clone()));
+        }
+        Op::Xor { cf, key, delta } => {
+            let k = (*cf, key.clone());
+            let next = xor_value(records.get(&k).map(Vec::as_slice), *delta);
+            records.insert(k, next.to_vec());
+        }
+    }
+}
+
 /// Column families as ordered maps behind one lock.
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
@@ -45,16 +62,11 @@ impl Backend for MemoryBackend {
         Ok(self.cfs.lock().unwrap().get(&(cf, key.to_vec())).cloned())
     }
 
-    fn put(&self, cf: Cf, key: &[u8], value: &[u8], _sync: bool) -> Result<()> {
-        self.cfs
-            .lock()
-            .unwrap()
-            .insert((cf, key.to_vec()), value.to_vec());
-        Ok(())
-    }
-
-    fn delete(&self, cf: Cf, key: &[u8], _sync: bool) -> Result<()> {
-        self.cfs.lock().unwrap().remove(&(cf, key.to_vec()));
+    fn write(&self, batch: Batch, _sync: bool) -> Result<()> {
+        let mut records = self.cfs.lock().unwrap();
+        for op in batch.ops() {
+            apply_op(&mut records, op);
+        }
         Ok(())
     }
 

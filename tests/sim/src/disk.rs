@@ -13,14 +13,14 @@
 use std::sync::{Arc, Mutex};
 
 use ringkv_node::Error;
-use ringkv_node::storage::{Backend, Cf, Records, scan_records};
+use ringkv_node::storage::{Backend, Batch, Cf, Op, Records, apply_op, scan_records};
 
 #[derive(Debug, Default)]
 struct State {
     /// What reads see.
     current: Records,
-    /// Writes since the last fsync, in order (`None`: a delete).
-    unsynced: Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>,
+    /// Writes since the last fsync, in order.
+    unsynced: Vec<Op>,
     /// What survives a crash.
     durable: Records,
     /// The boot whose handle may use the disk.
@@ -85,22 +85,16 @@ impl DiskHandle {
         Ok(s)
     }
 
-    fn write(&self, cf: Cf, key: &[u8], value: Option<&[u8]>, sync: bool) -> Result<(), Error> {
+    fn apply(&self, batch: Batch, sync: bool) -> Result<(), Error> {
         let mut s = self.state()?;
-        let k = (cf, key.to_vec());
-        match value {
-            Some(v) => s.current.insert(k, v.to_vec()),
-            None => s.current.remove(&k),
-        };
-        s.unsynced
-            .push((cf, key.to_vec(), value.map(<[u8]>::to_vec)));
+        for op in batch.ops() {
+            apply_op(&mut s.current, op);
+        }
+        s.unsynced.extend(batch.ops().iter().cloned());
         if sync && !s.lying_fsync {
             let pending = std::mem::take(&mut s.unsynced);
-            for (cf, key, value) in pending {
-                match value {
-                    Some(v) => s.durable.insert((cf, key), v),
-                    None => s.durable.remove(&(cf, key)),
-                };
+            for op in &pending {
+                apply_op(&mut s.durable, op);
             }
         }
         Ok(())
@@ -112,12 +106,8 @@ impl Backend for DiskHandle {
         Ok(self.state()?.current.get(&(cf, key.to_vec())).cloned())
     }
 
-    fn put(&self, cf: Cf, key: &[u8], value: &[u8], sync: bool) -> ringkv_node::Result<()> {
-        self.write(cf, key, Some(value), sync)
-    }
-
-    fn delete(&self, cf: Cf, key: &[u8], sync: bool) -> ringkv_node::Result<()> {
-        self.write(cf, key, None, sync)
+    fn write(&self, batch: Batch, sync: bool) -> ringkv_node::Result<()> {
+        self.apply(batch, sync)
     }
 
     fn scan_prefix(

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringkv_client::wire::AntiEntropyBody;
 use ringkv_gossip::{Gossip, GossipConfig, SwimConfig};
+use ringkv_node::anti_entropy::AntiEntropyOptions;
 use ringkv_node::cluster::Cluster;
 use ringkv_node::coordinator::{Coordinator, Quorum};
 use ringkv_node::env::{Env, SeededEntropy, StorageCalls};
@@ -74,6 +76,11 @@ impl Host {
         self.services.as_ref().map(|s| s.cluster.clone())
     }
 
+    /// Anti-entropy's counters of the running process.
+    pub fn anti_entropy(&self) -> Option<AntiEntropyBody> {
+        self.services.as_ref().map(|s| s.anti_entropy.snapshot())
+    }
+
     /// Boots the host: a fresh process on the disk as the last crash left it.
     pub async fn start(&mut self, net: &Net) -> anyhow::Result<()> {
         let (boot, inbox) = net.boot(self.addr);
@@ -122,6 +129,7 @@ impl Host {
                 max_bytes: 256 << 20,
             },
             handoff: HandoffOptions::default(),
+            anti_entropy: AntiEntropyOptions::new(Some(AE_INTERVAL), self.quorum.n),
             backend,
             gossip,
             transport,
@@ -142,6 +150,9 @@ impl Host {
         }
     }
 }
+
+/// Anti-entropy rounds on every host, all through the run (faults included).
+pub const AE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Host `index`'s cluster address.
 pub fn address(index: usize) -> SocketAddr {

@@ -13,7 +13,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::clock;
 use crate::faults::{self, Fault, FaultKind};
-use crate::host::Host;
+use crate::host::{self, Host};
 use crate::net::{Net, NetConfig};
 use crate::rng::SimRng;
 use crate::trace;
@@ -186,6 +186,30 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
     }
     trace!(trace, "healed");
 
+    // No reads from here until the checker's: anti-entropy alone must make every
+    // key's replicas agree, then collect the tombstones they agree on.
+    let keys: Vec<String> = {
+        let ops = shared.ops.lock().unwrap_or_else(|p| p.into_inner());
+        let keys: std::collections::BTreeSet<String> = ops.iter().map(|o| o.key.clone()).collect();
+        keys.into_iter().collect()
+    };
+    let rounds = AE_ROUNDS_TO_CONVERGE * host::AE_INTERVAL;
+    if let Err(e) = wait_converged(&hosts, &keys, quorum.n, rounds).await {
+        return fail(format!("anti-entropy did not make the replicas agree: {e}"));
+    }
+    trace!(trace, "converged");
+    if let Err(e) = wait_tombstones_collected(&hosts, &keys, rounds).await {
+        return fail(format!("tombstones were not collected: {e}"));
+    }
+    trace!(trace, "tombstones collected");
+    let (mut repaired, mut purged) = (0, 0);
+    for h in hosts.iter() {
+        if let Some(ae) = h.lock().await.anti_entropy() {
+            repaired += ae.keys_repaired;
+            purged += ae.tombstones_purged;
+        }
+    }
+
     let history = History::new(std::mem::take(
         &mut *shared.ops.lock().unwrap_or_else(|p| p.into_inner()),
     ));
@@ -194,7 +218,9 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
     let (sent, dropped, calls) = net.counts();
     let totals = history.totals();
     let summary = format!(
-        "{totals}; faults {}; peer calls {calls}; datagrams {sent} ({dropped} dropped); sim time {:.1}s",
+        "{totals}; faults {}; peer calls {calls}; datagrams {sent} ({dropped} dropped); \
+         anti-entropy repaired {repaired} keys, purged {purged} tombstones (since the last boots); \
+         sim time {:.1}s",
         plan.len(),
         clock::sim_ms() as f64 / 1000.0
     );
@@ -319,6 +345,86 @@ async fn wait_formed(hosts: &Hosts, within: Duration) -> Result<(), String> {
             return Err(short.join(", "));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Rounds of anti-entropy that healing may take, each phase.
+const AE_ROUNDS_TO_CONVERGE: u32 = 10;
+
+/// Every host's views of `key`'s replicas, read directly (no quorum, no repair).
+async fn views_of(hosts: &Hosts, key: &str) -> Vec<ReplicaView> {
+    let mut views = Vec::new();
+    for h in hosts.iter() {
+        let (id, c) = {
+            let h = h.lock().await;
+            (h.id.clone(), h.coordinator())
+        };
+        if let Some(c) = c {
+            views.push(view(&id, &c, key).await);
+        }
+    }
+    views
+}
+
+/// Waits until every key's replicas hold the same versions, as every host sees them.
+async fn wait_converged(
+    hosts: &Hosts,
+    keys: &[String],
+    n: usize,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut first_divergence = None;
+        for key in keys {
+            let final_key = FinalKey {
+                views: views_of(hosts, key).await,
+                ..FinalKey::default()
+            };
+            if let Some(d) = checker::divergence(&final_key, n) {
+                first_divergence = Some(format!("{key}: {d}"));
+                break;
+            }
+        }
+        let Some(divergence) = first_divergence else {
+            return Ok(());
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(divergence);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until no replica holds a key whose every version is a tombstone.
+async fn wait_tombstones_collected(
+    hosts: &Hosts,
+    keys: &[String],
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut left = Vec::new();
+        for key in keys {
+            for view in views_of(hosts, key).await.into_iter().take(1) {
+                for r in &view.replicas {
+                    if r.error.is_none() && r.context.is_some() && r.siblings.is_empty() {
+                        left.push(format!("{key}@{}", r.node));
+                    }
+                }
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{} tombstones left: {}",
+                left.len(),
+                left.join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
