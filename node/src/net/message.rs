@@ -61,6 +61,9 @@ pub enum PeerRequest {
 }
 
 impl PeerRequest {
+    /// Every [`PeerRequest::op_name`], for metrics that list each op from the start.
+    pub const OPS: &[&str] = &["read", "merge", "hint", "write"];
+
     /// The request's kind, as metrics and traces label it.
     pub fn op_name(&self) -> &'static str {
         match self {
