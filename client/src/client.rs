@@ -221,6 +221,20 @@ impl Client {
         self.send(&call).await?.into_json()
     }
 
+    /// `GET /cluster` of the node at `node_url` only (no failover): how that node sees
+    /// the cluster, and the hints it holds.
+    pub async fn cluster_at(&self, node_url: &str) -> Result<ClusterBody> {
+        let node = parse_node_url(node_url)?;
+        let call = Call::new(Method::GET, "/cluster".to_owned(), None, Bytes::new())?;
+        match self.attempt(&node, &call).await {
+            Ok(answer) => answer.into_json(),
+            Err(failure) => {
+                let timed_out = matches!(failure, Failure::TimedOut);
+                Err(self.no_answer(vec![node.url], failure, timed_out))
+            }
+        }
+    }
+
     /// What each replica in `key`'s preference list holds, read directly, without
     /// a quorum.
     pub async fn replicas(&self, key: &[u8]) -> Result<ReplicasBody> {

@@ -79,7 +79,7 @@ pub use crate::config::{
 pub use crate::driver::Gossip;
 pub use crate::membership::{Member, MemberState, Membership};
 pub use crate::socket::DatagramSocket;
-pub use crate::stats::GossipStats;
+pub use crate::stats::{GossipStats, register_metrics};
 
 /// Why gossip could not start or do what was asked.
 #[derive(Debug, thiserror::Error)]

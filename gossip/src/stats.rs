@@ -33,7 +33,7 @@ pub struct GossipStats {
 }
 
 macro_rules! counters {
-    ($($field:ident => $metric:literal),* $(,)?) => {
+    ($($field:ident => $metric:literal, $help:literal;)*) => {
         /// The live counters, shared by the driver and the [`crate::Gossip`] handle.
         #[derive(Debug, Default)]
         pub(crate) struct Stats {
@@ -54,19 +54,41 @@ macro_rules! counters {
                 }
             }
         }
+
+        /// Gives every `ringkv_gossip_*` counter its HELP text and a zero value in the
+        /// process's `metrics` recorder, so that a scrape before any packet already
+        /// lists them (a rate or an alert needs a series to exist). Call it once the
+        /// recorder is installed; calling it again changes nothing.
+        pub fn register_metrics() {
+            $(
+                metrics::describe_counter!($metric, $help);
+                metrics::counter!($metric).increment(0);
+            )*
+        }
     };
 }
 
 counters! {
     packets_received => "ringkv_gossip_packets_received_total",
+        "Gossip datagrams received, accepted or not.";
     packets_sent => "ringkv_gossip_packets_sent_total",
+        "Gossip datagrams sent.";
     bytes_received => "ringkv_gossip_bytes_received_total",
+        "Bytes of gossip datagrams received, envelopes included.";
     bytes_sent => "ringkv_gossip_bytes_sent_total",
+        "Bytes of gossip datagrams sent, envelopes included.";
     packets_rejected_envelope => "ringkv_gossip_packets_rejected_envelope_total",
+        "Gossip datagrams dropped for their envelope (size, magic, version, checksum).";
     packets_rejected_protocol => "ringkv_gossip_packets_rejected_protocol_total",
+        "Gossip datagrams with a good envelope that the protocol refused.";
     send_errors => "ringkv_gossip_send_errors_total",
+        "Gossip datagrams the socket failed to send.";
     receive_errors => "ringkv_gossip_receive_errors_total",
+        "Failed receives on the gossip socket.";
     seed_announces => "ringkv_gossip_seed_announces_total",
+        "Announce messages sent to seed addresses.";
     protocol_errors => "ringkv_gossip_protocol_errors_total",
+        "Gossip protocol errors outside packet handling (timers, leave).";
     timers_dropped => "ringkv_gossip_timers_dropped_total",
+        "Gossip timers dropped because the timer heap was full.";
 }

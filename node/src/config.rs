@@ -47,6 +47,15 @@ pub struct DevArgs {
     /// Cluster port of the first node; node i listens on this + i - 1.
     #[arg(long, default_value_t = 7001)]
     pub cluster_port: u16,
+    /// Restart, after this delay (e.g. `5s`, `500ms`), every node that a signal kills;
+    /// without it, a killed node stays down until `restart ID` is typed on stdin.
+    #[arg(long, env = "RINGKV_DEV_RESTART_AFTER", value_parser = parse_duration)]
+    pub restart_after: Option<Duration>,
+}
+
+/// A duration as `500ms`, `5s` or `2m`.
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 500ms, 5s, 2m)"))
 }
 
 /// Flags of a node.

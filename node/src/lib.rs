@@ -26,6 +26,7 @@ pub mod discovery;
 pub mod env;
 pub mod error;
 pub mod handoff;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ringkv_node::config::{Cli, Command, Config};
+use ringkv_node::logging;
 use ringkv_node::node::Node;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -14,20 +15,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let result = match cli.command {
         // The dev supervisor only waits on its children: one thread does.
         Some(Command::Dev(args)) => {
+            logging::init("dev");
             runtime(1).and_then(|rt| rt.block_on(ringkv_node::dev::run(args)))
         }
-        None => Config::from_args(cli.node)
-            .and_then(|config| runtime(config.worker_threads)?.block_on(run(config))),
+        None => Config::from_args(cli.node).and_then(|config| {
+            logging::init(&config.id);
+            runtime(config.worker_threads)?.block_on(run(config))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

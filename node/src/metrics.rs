@@ -1,5 +1,12 @@
 //! Prometheus metrics: one process-wide recorder, rendered by `GET /metrics`, and the
 //! names of every series the node exports, so that dashboards and tests have one list.
+//!
+//! Every metric is described (HELP text) and registered at zero when the recorder is
+//! installed, with each label set that is known in advance (the HTTP and peer ops,
+//! peer call outcomes, refusal reasons), so that a scrape before the first request
+//! already lists every series: an alert on `ringkv_hints_pending > 0` or on a rate
+//! needs the series to exist. README.md#metrics lists them; a process test checks
+//! that list against a fresh node's `/metrics` and runs `promtool check metrics` on it.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -24,9 +31,12 @@ const BATCH_CALLS_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the process-wide recorder once and returns the handle that renders it.
-/// Histograms are drained by [`upkeep`]; call it on an interval.
-pub fn install() -> PrometheusHandle {
+/// Installs the process-wide recorder once and returns the handle that renders it;
+/// every series is then described and at zero (`http_ops`: each HTTP `op` label with
+/// the status its success answers). Call it before anything records, since values
+/// recorded without a recorder are lost. Histograms are drained by [`upkeep`]; call
+/// it on an interval.
+pub fn install(http_ops: &[(&'static str, http::StatusCode)]) -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
@@ -41,10 +51,74 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_ok() {
                 describe();
+                register_at_zero(http_ops);
+                ringkv_gossip::register_metrics();
             }
             handle
         })
         .clone()
+}
+
+/// Registers every series at zero. Counters and gauges are incremented by zero, so a
+/// value recorded before (none should be) is kept.
+fn register_at_zero(http_ops: &[(&'static str, http::StatusCode)]) {
+    use crate::net::{
+        PEER_BAD_REQUEST_REASONS, PEER_BAD_REQUESTS, PEER_BATCH_CALLS, PEER_CALL_DURATION,
+        PEER_CALL_OUTCOMES, PEER_CALLS, PeerRequest,
+    };
+    for &(op, status) in http_ops {
+        let status = status.as_str().to_owned();
+        metrics::counter!(HTTP_REQUESTS, "op" => op, "status" => status).increment(0);
+        let _ = metrics::histogram!(HTTP_DURATION, "op" => op);
+    }
+    for &op in PeerRequest::OPS {
+        for &outcome in PEER_CALL_OUTCOMES {
+            metrics::counter!(PEER_CALLS, "op" => op, "outcome" => outcome).increment(0);
+        }
+        let _ = metrics::histogram!(PEER_CALL_DURATION, "op" => op);
+    }
+    for &reason in PEER_BAD_REQUEST_REASONS {
+        metrics::counter!(PEER_BAD_REQUESTS, "reason" => reason).increment(0);
+    }
+    let _ = metrics::histogram!(PEER_BATCH_CALLS);
+    for name in [
+        CORRUPT_RECORDS,
+        SPECULATIVE_READS,
+        READ_REPAIRS,
+        READ_REPAIRS_SKIPPED,
+        RECORD_CACHE_HITS,
+        RECORD_CACHE_MISSES,
+        HINTS_STORED,
+        HINTS_DELIVERED,
+        HINTS_EXPIRED,
+        HINTS_REFUSED,
+        HINTS_CORRUPT,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for name in [
+        HINTS_PENDING,
+        HINTS_BYTES,
+        RECORD_CACHE_ENTRIES,
+        RECORD_CACHE_BYTES,
+    ] {
+        metrics::gauge!(name).increment(0.0);
+    }
+    for result in ["ok", "failed"] {
+        metrics::counter!(AE_EXCHANGES, "result" => result).increment(0);
+    }
+    for direction in ["sent", "received"] {
+        metrics::counter!(AE_KEYS_REPAIRED, "direction" => direction).increment(0);
+    }
+    for name in [
+        AE_SEGMENTS_DIFFERING,
+        TOMBSTONES_PURGED,
+        TREE_REBUILDS,
+        TREE_LEAVES_FIXED,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    let _ = metrics::histogram!(TREE_REBUILD_DURATION);
 }
 
 fn describe() {
@@ -98,6 +172,27 @@ fn describe() {
     metrics::describe_counter!(
         HINTS_CORRUPT,
         "Hint records that failed their check and were deleted."
+    );
+    metrics::describe_counter!(
+        READ_REPAIRS,
+        "Read repairs sent to stale or missing replicas."
+    );
+    metrics::describe_counter!(
+        READ_REPAIRS_SKIPPED,
+        "Read repairs skipped because too many were already running."
+    );
+    metrics::describe_counter!(
+        crate::net::PEER_CALLS,
+        "Calls to peers, by operation and outcome (ok, error, timeout)."
+    );
+    metrics::describe_histogram!(
+        crate::net::PEER_CALL_DURATION,
+        metrics::Unit::Seconds,
+        "Peer call latency, by operation, whatever the outcome."
+    );
+    metrics::describe_counter!(
+        crate::net::PEER_BAD_REQUESTS,
+        "Peer requests refused unread, by reason."
     );
     describe_anti_entropy();
 }

@@ -49,6 +49,8 @@ impl Node {
     /// Opens the node's store and starts serving.
     pub async fn start(config: Config) -> Result<Self> {
         let config = Arc::new(config);
+        // First, so that what the store and the hint store count while opening is kept.
+        let handle = metrics::install(api::HTTP_OPS);
         let env = Env::production();
         let rocks = RocksOptions {
             block_cache_bytes: config.block_cache_bytes,
@@ -92,7 +94,6 @@ impl Node {
             tokio::spawn(net::serve(peer_listener, coordinator.clone(), peer_stopped));
         tracing::info!(node = %config.id, cluster = %config.cluster, seeds = ?config.join, "peer RPC and gossip up");
 
-        let handle = metrics::install();
         let upkeep_handle = handle.clone();
         let upkeep = tokio::spawn(async move {
             let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);

@@ -152,6 +152,9 @@ pub struct NodeOptions {
     pub ready_timeout: Duration,
     /// The address `--http` and `--cluster` bind to; 127.0.0.1 by default.
     pub bind_ip: Ipv4Addr,
+    /// A host name for `--advertise-cluster HOST:<cluster port>`, as containers give
+    /// (none: the node advertises its bind address).
+    pub advertise_cluster_host: Option<String>,
 }
 
 impl NodeOptions {
@@ -167,6 +170,7 @@ impl NodeOptions {
             env: Vec::new(),
             ready_timeout: READY_TIMEOUT,
             bind_ip: Ipv4Addr::LOCALHOST,
+            advertise_cluster_host: None,
         }
     }
 
@@ -186,6 +190,12 @@ impl NodeOptions {
     /// 127.0.0.23) instead of 127.0.0.1.
     pub fn bind_ip(mut self, ip: Ipv4Addr) -> Self {
         self.bind_ip = ip;
+        self
+    }
+
+    /// Advertises the cluster address as `host:<cluster port>` (a name to resolve).
+    pub fn advertise_cluster_host(mut self, host: impl Into<String>) -> Self {
+        self.advertise_cluster_host = Some(host.into());
         self
     }
 
@@ -638,6 +648,10 @@ fn command(
     if !opts.join.is_empty() {
         let seeds: Vec<String> = opts.join.iter().map(SocketAddr::to_string).collect();
         cmd.arg("--join").arg(seeds.join(","));
+    }
+    if let Some(host) = &opts.advertise_cluster_host {
+        cmd.arg("--advertise-cluster")
+            .arg(format!("{host}:{}", cluster_addr.port()));
     }
     cmd.args(&opts.args);
     let inherited: Vec<OsString> = std::env::vars_os()

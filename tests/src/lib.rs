@@ -7,6 +7,9 @@
 //! - [`http`]: a pooled hyper client returning exact status, headers and bytes, and
 //!   [`Api`], the calls of README.md#http-api for one node.
 //! - [`raw`]: hand-written HTTP/1.1 for bodies a server must refuse early.
+//! - [`promtool`]: `promtool check metrics`, where promtool is installed.
+//! - [`readme`]: the README's tour steps and metrics list, read from README.md, for
+//!   the tests that hold the README to its word.
 //! - [`history`], [`workload`], [`checker`], [`chaos`]: the chaos suite, a recorded
 //!   history of concurrent clients under process faults, checked for the properties
 //!   of docs/reliability.md#the-properties; [`compose`] runs the same suite against
@@ -26,7 +29,9 @@ pub mod harness;
 pub mod history;
 pub mod http;
 pub mod netfault;
+pub mod promtool;
 pub mod raw;
+pub mod readme;
 pub mod workload;
 
 pub use harness::{ExitOutput, NodeOptions, NodeProcess, TestCluster, node_binary};

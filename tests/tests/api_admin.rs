@@ -88,6 +88,24 @@ async fn cluster_describes_the_single_member() {
     );
 }
 
+/// `/cluster` shows the asked node's own cluster address as gossip carries it, the
+/// resolved `--advertise-cluster`, the same form as every other member's, not the
+/// host name it was given (compose advertises `n3:7001`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_shows_the_local_address_resolved_as_the_others_are() {
+    let node = NodeProcess::start(NodeOptions::new("n1").advertise_cluster_host("localhost"))
+        .await
+        .unwrap();
+    let port = node.cluster_addr().port();
+    let resolved = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", port))
+        .unwrap()
+        .next()
+        .expect("localhost resolves");
+    let body = node.api().cluster().await;
+    let me = body.members.iter().find(|m| m.id == "n1").unwrap();
+    assert_eq!(me.cluster, resolved.to_string(), "{body:?}");
+}
+
 /// `/cluster` reports the request defaults the node was started with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_reports_the_configured_quorum() {

@@ -57,7 +57,8 @@ pub enum Command {
     Get(GetArgs),
     /// Delete KEY (writes a tombstone).
     Delete(DeleteArgs),
-    /// Show the cluster's members, quorum defaults and pending hints.
+    /// Show the cluster's members, quorum defaults, and the hints every live node
+    /// holds with their sum per owner.
     Status,
     /// Check every given node's /health; exit 0 only if all answer ok (for health
     /// checks, e.g. in a container image without curl).

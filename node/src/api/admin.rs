@@ -44,11 +44,9 @@ pub fn cluster(state: &ApiState) -> Response<Body> {
             .map(|m| MemberBody {
                 id: m.id.clone(),
                 http: m.http.clone(),
-                cluster: if m.id == c.id {
-                    c.advertise_cluster.clone()
-                } else {
-                    m.cluster.to_string()
-                },
+                // The address gossip carries, for this node as for the others: the
+                // resolved `--advertise-cluster`, so every row reads the same way.
+                cluster: m.cluster.to_string(),
                 state: if m.id == c.id {
                     "alive".into()
                 } else {

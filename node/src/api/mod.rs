@@ -54,6 +54,23 @@ pub async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Bo
 
 type Routed = (&'static str, Result<Response<Body>, Error>);
 
+/// Every `op` label [`route`] gives a request, with the status of its usual answer:
+/// `/metrics` lists each pair at zero from the start.
+pub const HTTP_OPS: &[(&str, StatusCode)] = &[
+    ("get", StatusCode::OK),
+    ("put", StatusCode::NO_CONTENT),
+    ("delete", StatusCode::NO_CONTENT),
+    ("admin_replicas", StatusCode::OK),
+    ("json_get", StatusCode::OK),
+    ("json_put", StatusCode::OK),
+    ("json_delete", StatusCode::NO_CONTENT),
+    ("health", StatusCode::OK),
+    ("metrics", StatusCode::OK),
+    ("cluster", StatusCode::OK),
+    ("index", StatusCode::OK),
+    ("other", StatusCode::NOT_FOUND),
+];
+
 async fn route(state: &ApiState, req: Request<Incoming>) -> Routed {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();

@@ -86,6 +86,20 @@ pub enum PeerRequest {
 }
 
 impl PeerRequest {
+    /// Every [`PeerRequest::op_name`], for metrics that list each op from the start.
+    pub const OPS: &[&str] = &[
+        "read",
+        "merge",
+        "hint",
+        "write",
+        "tree_roots",
+        "tree_leaves",
+        "segment_keys",
+        "sync",
+        "tombstone_check",
+        "purge",
+    ];
+
     /// The request's kind, as metrics and traces label it.
     pub fn op_name(&self) -> &'static str {
         match self {

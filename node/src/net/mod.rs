@@ -48,16 +48,29 @@ pub use transport::PeerTransport;
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use message::MESSAGE_MAX_BYTES;
 
-/// Calls made, labelled by `op` (read, merge, write) and `outcome` (ok, error,
-/// timeout). A peer's `PeerResponse::Error` is an `ok` call: the transport worked.
+/// Calls made, labelled by `op` ([`PeerRequest::OPS`]) and `outcome`
+/// ([`PEER_CALL_OUTCOMES`]). A peer's `PeerResponse::Error` is an `ok` call: the
+/// transport worked.
 pub const PEER_CALLS: &str = "ringkv_peer_calls_total";
+/// The `outcome` labels of [`PEER_CALLS`].
+pub const PEER_CALL_OUTCOMES: &[&str] = &["ok", "error", "timeout"];
 /// Call latency in seconds, labelled by `op`; every call, whatever its outcome.
 pub const PEER_CALL_DURATION: &str = "ringkv_peer_call_duration_seconds";
 /// Calls per message sent (a histogram): how well [`batch`] gathers calls.
 pub const PEER_BATCH_CALLS: &str = "ringkv_peer_batch_calls";
-/// Requests the peer server refused unread, labelled by `reason` (version, decode,
-/// too_large, batch, body, timeout, route).
+/// Requests the peer server refused unread, labelled by `reason`
+/// ([`PEER_BAD_REQUEST_REASONS`]).
 pub const PEER_BAD_REQUESTS: &str = "ringkv_peer_bad_requests_total";
+/// The `reason` labels of [`PEER_BAD_REQUESTS`].
+pub const PEER_BAD_REQUEST_REASONS: &[&str] = &[
+    "version",
+    "decode",
+    "too_large",
+    "batch",
+    "body",
+    "timeout",
+    "route",
+];
 
 /// The one path peers call.
 const RPC_PATH: &str = "/rpc";

@@ -303,6 +303,11 @@ struct Refusal {
 
 impl Refusal {
     fn new(status: StatusCode, metric_reason: &'static str, message: String) -> Self {
+        assert!(
+            super::PEER_BAD_REQUEST_REASONS.contains(&metric_reason),
+            "refusal reason {metric_reason:?} is missing from PEER_BAD_REQUEST_REASONS, \
+             so /metrics would not list it from the start"
+        );
         Self {
             status,
             metric_reason,
