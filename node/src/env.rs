@@ -81,21 +81,103 @@ pub enum StorageCalls {
     Inline,
 }
 
+/// One OS thread at a low CPU priority (nice [`BACKGROUND_NICE`]) for background
+/// storage work (anti-entropy), so that on a busy machine it takes the CPU the
+/// foreground leaves, not the foreground's share.
+#[derive(Debug)]
+pub struct Background {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The nice value of the background thread (0 is normal, 19 the lowest priority).
+pub const BACKGROUND_NICE: i32 = 10;
+
+impl Background {
+    /// Starts the thread; it ends when the last [`Env`] holding it is dropped.
+    pub fn start() -> std::io::Result<Arc<Self>> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("ringkv-background".into())
+            .spawn(move || {
+                lower_priority();
+                while let Ok(job) = queue.recv() {
+                    job();
+                }
+            })?;
+        Ok(Arc::new(Self {
+            jobs: std::sync::Mutex::new(jobs),
+        }))
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> tokio::sync::oneshot::Receiver<Result<T>> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(call());
+        });
+        // A send fails only if the thread died (a job panicked): the answer's sender is
+        // dropped with the job, and the caller sees the error.
+        let _ = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job);
+        answer
+    }
+}
+
+/// Lowers the calling thread's CPU priority to [`BACKGROUND_NICE`] (Linux: nice is
+/// per thread). Best effort: on failure the thread runs at normal priority.
+#[allow(unsafe_code)]
+fn lower_priority() {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours; `who = 0`
+    // with PRIO_PROCESS names the calling thread on Linux.
+    let rc = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, BACKGROUND_NICE) };
+    if rc != 0 {
+        tracing::debug!("could not lower the background thread's priority");
+    }
+}
+
 /// Time, randomness and the storage executor of one node; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Env {
     pub clock: Arc<dyn WallClock>,
     pub entropy: Arc<dyn Entropy>,
     pub storage_calls: StorageCalls,
+    /// Where [`Env::background`] calls run; `None`: as [`Env::blocking`] ones do.
+    pub background: Option<Arc<Background>>,
 }
 
 impl Env {
-    /// The system clock, OS randomness, and the blocking pool.
+    /// The system clock, OS randomness, the blocking pool and a background thread.
     pub fn production() -> Self {
+        let background = Background::start()
+            .map_err(|e| tracing::warn!(error = %e, "no background thread; anti-entropy runs at normal priority"))
+            .ok();
         Self {
             clock: Arc::new(SystemClock),
             entropy: Arc::new(OsEntropy),
             storage_calls: StorageCalls::BlockingPool,
+            background,
+        }
+    }
+
+    /// Runs `call`, storage work nobody waits for (anti-entropy), on the background
+    /// thread at low priority, or where [`Env::blocking`] runs calls without one.
+    pub async fn background<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        match (&self.background, self.storage_calls) {
+            (Some(background), StorageCalls::BlockingPool) => background
+                .run(call)
+                .await
+                .map_err(|_| Error::Storage("the background thread failed".into()))?,
+            _ => self.blocking(call).await,
         }
     }
 

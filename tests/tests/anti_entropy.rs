@@ -288,10 +288,20 @@ async fn refill_of_a_wiped_replica() {
     // Refilled: every sampled key on n3, and no exchange of n1 or n2 with n3 differs.
     let sample: Vec<Vec<u8>> = (0..keys).step_by((keys / 500).max(1)).map(key).collect();
     let deadline = returned + Duration::from_secs(600);
+    let mut first_repair = None;
     let refilled = loop {
         let mut differing = 0;
         for api in &apis[..2] {
             let body = api.cluster().await;
+            if first_repair.is_none()
+                && body
+                    .anti_entropy
+                    .peers
+                    .get("n3")
+                    .is_some_and(|p| p.keys_sent > 0)
+            {
+                first_repair = Some(Instant::now());
+            }
             differing += body.anti_entropy.peers.get("n3").map_or(1, |p| {
                 p.partitions_differing + u64::from(p.last_result != "ok")
             });
@@ -320,10 +330,13 @@ async fn refill_of_a_wiped_replica() {
     };
     stop.store(true, Ordering::Relaxed);
     let during = during.await.unwrap();
+    let repairing = refilled - first_repair.map_or(Duration::ZERO, |f| f - returned);
     eprintln!(
-        "refill: {keys} keys in {refilled:?} = {:.0} keys/s (anti-entropy interval {INTERVAL:?}); \
+        "refill: {keys} keys in {refilled:?} from the restart ({:.0} keys/s), {repairing:?} from \
+         the first key pushed to n3 ({:.0} keys/s) (anti-entropy interval {INTERVAL:?}); \
          foreground GET p99 idle {:.2} ms, during refill {:.2} ms ({:.2}x); {} reads during",
         keys as f64 / refilled.as_secs_f64(),
+        keys as f64 / repairing.as_secs_f64(),
         idle.0,
         during.0,
         during.0 / idle.0,

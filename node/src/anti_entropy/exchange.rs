@@ -233,7 +233,7 @@ impl Exchanger {
         let ours = {
             let (replica, places) = (self.replica.clone(), segments[..count].to_vec());
             self.env
-                .blocking(move || {
+                .background(move || {
                     let mut all = Vec::new();
                     for place in places {
                         all.extend(replica.segment_entries(place)?);
@@ -257,7 +257,7 @@ impl Exchanger {
             let records = {
                 let replica = self.replica.clone();
                 self.env
-                    .blocking(move || {
+                    .background(move || {
                         let mut out = Vec::with_capacity(keys.len());
                         let mut size = 0;
                         for key in keys {
@@ -301,12 +301,7 @@ impl Exchanger {
                 .sum::<usize>();
             let replica = self.replica.clone();
             self.env
-                .blocking(move || {
-                    for (key, clock) in theirs {
-                        replica.merge(&key, &clock, false)?;
-                    }
-                    Ok(())
-                })
+                .background(move || replica.merge_many(&theirs, false).map(|_| ()))
                 .await?;
         }
         Ok((sent, received, bytes))

@@ -55,7 +55,7 @@ pub async fn collect(
         let replica = exchanger.replica.clone();
         exchanger
             .env
-            .blocking(move || replica.tombstones(partition, None, limit))
+            .background(move || replica.tombstones(partition, None, limit))
             .await?
     };
     if tombstones.is_empty() {
@@ -70,7 +70,7 @@ pub async fn collect(
         let (hints, keys, replica) = (hints.clone(), tombstones.clone(), exchanger.replica.clone());
         let held = exchanger
             .env
-            .blocking(move || {
+            .background(move || {
                 // This replica's tombstones, too, must outlive a power cut.
                 replica.sync_wal()?;
                 keys.iter()
@@ -153,7 +153,7 @@ pub async fn collect(
     let replica = exchanger.replica.clone();
     outcome.purged = exchanger
         .env
-        .blocking(move || {
+        .background(move || {
             let mut purged = 0;
             for e in &purge {
                 if replica.purge_tombstone(&e.key, e.hash, false)? {

@@ -237,7 +237,7 @@ impl Round {
         let result = self
             .exchanger
             .env
-            .blocking(move || {
+            .background(move || {
                 for partition in partitions {
                     let r = replica.rebuild_partition(partition)?;
                     if r.leaves_fixed > 0 {

@@ -87,9 +87,7 @@ pub fn sync(
     bounded(&push, SYNC_KEYS_MAX, "pushed keys")?;
     bounded(pull, SYNC_KEYS_MAX, "pulled keys")?;
     let received = push.len() as u64;
-    for (key, clock) in push {
-        replica.merge(&key, &clock, false)?;
-    }
+    replica.merge_many(&push, false)?;
     let mut out = Vec::with_capacity(pull.len());
     for key in pull {
         if let Some(clock) = replica.peek(key)? {

@@ -94,12 +94,12 @@ impl PeerHandler for Coordinator {
 }
 
 impl Coordinator {
-    /// Serves a peer's anti-entropy or tombstone-GC call, off the async executor (each
-    /// reads or writes up to a few thousand records).
+    /// Serves a peer's anti-entropy or tombstone-GC call on the background thread (each
+    /// reads or writes up to a few thousand records; foreground requests go first).
     async fn anti_entropy_call(&self, request: PeerRequest) -> crate::Result<PeerResponse> {
         let (replica, hints) = (self.replica.clone(), self.hints.clone());
         self.env
-            .blocking(move || match request {
+            .background(move || match request {
                 PeerRequest::TreeRoots { partitions } => {
                     anti_entropy::tree_roots(&replica, &partitions)
                 }

@@ -234,47 +234,73 @@ impl Replica {
         actor: Option<u64>,
         sync: bool,
     ) -> Result<()> {
-        let place = layout::Place::of(key);
-        let stored_key = layout::stored_key(key);
-        let old_hash = match prior {
-            Prior::Found(old) => key_hash(key, old),
-            Prior::Missing | Prior::Corrupt => 0,
-        };
-        let delta = old_hash ^ key_hash(key, clock);
         let mut batch = Batch::new();
-        batch.put(Cf::Data, stored_key.clone(), record::encode(clock));
-        batch.xor(Cf::Tree, place.prefix(), delta);
-        if let Some(incarnation) = actor {
-            batch.put(Cf::Actors, stored_key.clone(), incarnation.to_le_bytes());
-        }
-        let was_tombstoned = match prior {
-            Prior::Found(old) => old.is_tombstoned(),
-            Prior::Corrupt => true,
-            Prior::Missing => false,
-        };
-        if clock.is_tombstoned() {
-            batch.put(Cf::Tombstones, stored_key, Vec::new());
-        } else if was_tombstoned {
-            batch.delete(Cf::Tombstones, stored_key);
-        }
-        let _partition = self.read_partition(place.partition);
-        match self.backend.write(batch, sync) {
-            Ok(()) => {
-                self.tree.xor(place, delta);
-                if matches!(prior, Prior::Corrupt) {
-                    self.tree.mark_dirty(place.partition);
-                }
-                self.cache.refresh(key, clock);
-                Ok(())
+        let staged = stage(&mut batch, key, prior, clock, actor);
+        let _partition = self.read_partition(staged.place.partition);
+        let written = self.backend.write(batch, sync);
+        self.settle(&staged, key, clock, written.is_ok());
+        written
+    }
+
+    /// After a batch with `staged`'s changes: on success the tree and the cache follow
+    /// it; on failure (the write may or may not have reached the store) the key is read
+    /// back next time, and the partition's leaves are not trusted until a rebuild.
+    fn settle(&self, staged: &Staged, key: &[u8], clock: &Clock, written: bool) {
+        if written {
+            self.tree.xor(staged.place, staged.delta);
+            if staged.was_corrupt {
+                self.tree.mark_dirty(staged.place.partition);
             }
-            Err(e) => {
-                // The write may or may not have reached the store: read it back next
-                // time, and do not trust the partition's leaves until a rebuild.
-                self.cache.forget(key);
-                self.tree.mark_dirty(place.partition);
-                Err(e)
+            self.cache.refresh(key, clock);
+        } else {
+            self.cache.forget(key);
+            self.tree.mark_dirty(staged.place.partition);
+        }
+    }
+
+    /// Folds many replicas' clocks in at once (anti-entropy's repair): the same as
+    /// [`Replica::merge`] on each, written in one storage batch. Returns how many keys
+    /// changed here.
+    pub fn merge_many(&self, incoming: &[(Vec<u8>, Clock)], sync: bool) -> Result<usize> {
+        // Stripes, then partitions, in ascending order: no other path holds two.
+        let mut stripes: Vec<usize> = incoming.iter().map(|(k, _)| stripe_of(k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _stripes: Vec<_> = stripes
+            .iter()
+            .map(|s| self.stripes[*s].lock().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        let mut merged: std::collections::BTreeMap<&[u8], Clock> = Default::default();
+        for (key, clock) in incoming {
+            let entry = merged.entry(key.as_slice()).or_default();
+            *entry = entry.sync(clock);
+        }
+        let mut batch = Batch::new();
+        let mut changes = Vec::new();
+        for (key, clock) in merged {
+            let stored = self.read(key)?;
+            let next = match &stored {
+                Ok(Some(c)) => c.sync(&clock),
+                _ => clock,
+            };
+            if stored.as_ref().ok().and_then(Option::as_ref) != Some(&next) {
+                let staged = stage(&mut batch, key, prior(&stored), &next, None);
+                changes.push((key, next, staged));
             }
         }
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let mut partitions: Vec<Partition> =
+            changes.iter().map(|(_, _, s)| s.place.partition).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let _partitions: Vec<_> = partitions.iter().map(|p| self.read_partition(*p)).collect();
+        let written = self.backend.write(batch, sync);
+        for (key, clock, staged) in &changes {
+            self.settle(staged, key, clock, written.is_ok());
+        }
+        written.map(|()| changes.len())
     }
 
     /// Shared hold on a partition: every write takes it (see `partition_locks`).
@@ -301,11 +327,59 @@ impl Replica {
     }
 
     fn lock(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
-        let stripe = (crc32fast::hash(key) as usize) & (LOCK_STRIPES - 1);
         // A poisoned stripe only means another writer panicked; the data is in the store.
-        self.stripes[stripe]
+        self.stripes[stripe_of(key)]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn stripe_of(key: &[u8]) -> usize {
+    (crc32fast::hash(key) as usize) & (LOCK_STRIPES - 1)
+}
+
+/// What a staged write changes besides its batch: the tree leaf's delta.
+struct Staged {
+    place: layout::Place,
+    delta: u64,
+    was_corrupt: bool,
+}
+
+/// Adds to `batch` the writes of `clock` as the key's record: the record, its tree
+/// leaf, its tombstone index entry and (when `actor` is given) the actor kept for it.
+fn stage(
+    batch: &mut Batch,
+    key: &[u8],
+    prior: Prior<'_>,
+    clock: &Clock,
+    actor: Option<u64>,
+) -> Staged {
+    let place = layout::Place::of(key);
+    let stored_key = layout::stored_key(key);
+    let old_hash = match prior {
+        Prior::Found(old) => key_hash(key, old),
+        Prior::Missing | Prior::Corrupt => 0,
+    };
+    let delta = old_hash ^ key_hash(key, clock);
+    batch.put(Cf::Data, stored_key.clone(), record::encode(clock));
+    batch.xor(Cf::Tree, place.prefix(), delta);
+    if let Some(incarnation) = actor {
+        batch.put(Cf::Actors, stored_key.clone(), incarnation.to_le_bytes());
+    }
+    let was_tombstoned = match prior {
+        Prior::Found(old) => old.is_tombstoned(),
+        Prior::Corrupt => true,
+        Prior::Missing => false,
+    };
+    if clock.is_tombstoned() {
+        batch.put(Cf::Tombstones, stored_key, Vec::new());
+    } else if was_tombstoned {
+        batch.delete(Cf::Tombstones, stored_key);
+    }
+    Staged {
+        place,
+        delta,
+        was_corrupt: matches!(prior, Prior::Corrupt),
     }
 }
 
@@ -470,6 +544,52 @@ mod tests {
             actors[0], first,
             "a purged key's next write reused its actor"
         );
+    }
+
+    #[test]
+    fn merge_many_equals_merging_one_by_one() {
+        // Folding a batch in (with a key twice and a key already known) leaves the
+        // same records, tree and tombstone index as merging each clock alone.
+        let source = replica(8);
+        let mut incoming = Vec::new();
+        for i in 0..50u64 {
+            let key = format!("k{}", i % 20).into_bytes();
+            let c = source
+                .client_write(&key, &VersionVector::empty(), i, &i.to_le_bytes())
+                .unwrap();
+            incoming.push((key, c));
+        }
+        let tomb = source
+            .coordinate(
+                b"k3",
+                &source.get(b"k3").unwrap().unwrap().context(),
+                Versioned::tombstone(99),
+                false,
+            )
+            .unwrap();
+        incoming.push((b"k3".to_vec(), tomb));
+        let (one, many) = (replica(8), replica(8));
+        for (k, c) in &incoming {
+            one.merge(k, c, false).unwrap();
+        }
+        assert_eq!(many.merge_many(&incoming[..10], false).unwrap(), 10);
+        many.merge_many(&incoming, false).unwrap();
+        assert_eq!(many.merge_many(&incoming, false).unwrap(), 0, "all known");
+        for i in 0..20 {
+            let key = format!("k{i}").into_bytes();
+            assert_eq!(one.get(&key).unwrap(), many.get(&key).unwrap());
+        }
+        for p in ringkv_ring::Partition::all() {
+            assert_eq!(one.tree_leaves(p), many.tree_leaves(p));
+        }
+        let tombstones = |r: &Replica| {
+            ringkv_ring::Partition::all()
+                .flat_map(|p| r.tombstones(p, None, 100).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert!(one.get(b"k3").unwrap().unwrap().is_tombstoned());
+        assert_eq!(tombstones(&one), tombstones(&many));
+        assert_eq!(tombstones(&many).len(), 1);
     }
 
     #[test]

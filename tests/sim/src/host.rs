@@ -110,6 +110,7 @@ impl Host {
             }),
             entropy: Arc::new(SeededEntropy::new(self.seed.rotate_left(17) ^ boot)),
             storage_calls: StorageCalls::Inline,
+            background: None,
         };
         let transport = Arc::new(SimTransport {
             net: net.clone(),
