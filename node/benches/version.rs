@@ -142,12 +142,12 @@ fn record(c: &mut Criterion) {
     let mut group = c.benchmark_group("record");
     for bytes in [VALUE_BYTES, 1024] {
         let clock = settled(bytes);
-        let framed = record::encode(&clock);
+        let framed = record::encode(&clock, None);
         assert_eq!(record::decode(&framed).as_ref(), Ok(&clock));
         group.bench_with_input(
             BenchmarkId::new("encode/value_bytes", bytes),
             &clock,
-            |b, clock| b.iter(|| record::encode(black_box(clock))),
+            |b, clock| b.iter(|| record::encode(black_box(clock), None)),
         );
         group.bench_with_input(
             BenchmarkId::new("decode/value_bytes", bytes),

@@ -368,7 +368,7 @@ fn written_ms_of(stored: &[u8]) -> Option<u64> {
 }
 
 fn encode(written_ms: u64, clock: &Clock) -> Vec<u8> {
-    let framed = record::encode(clock);
+    let framed = record::encode(clock, None);
     let mut out = Vec::with_capacity(TIME_BYTES + framed.len());
     out.extend_from_slice(&written_ms.to_le_bytes());
     out.extend_from_slice(&framed);

@@ -8,8 +8,8 @@
 //! entries even come back into the key's clock when that client writes). So the
 //! actor of a replica's writes to a key is chosen when the replica creates its record
 //! of the key, or first writes a record it got by replication: a fresh
-//! `(node, incarnation)` never used before by this data directory, kept with the
-//! record in [`Cf::Actors`] (local, in the record's write batch, deleted with it).
+//! `(node, incarnation)` never used before by this data directory, kept in the
+//! record's frame (local, never replicated; deleted with the record).
 //! While the record lives, every dot of that actor is in it, so counters continue
 //! safely; a key's clock gains one entry per writer, not per write.
 //!
@@ -89,8 +89,8 @@ impl Actors {
         actor.node == self.node && (actor.incarnation >> 32) as u32 == state.base
     }
 
-    /// The actor kept for a key, if `incarnation` (read from [`Cf::Actors`]) is one of
-    /// this directory's.
+    /// The actor kept for a key, if `incarnation` (read from its record) is one of this
+    /// directory's.
     pub fn kept(&self, incarnation: u64) -> Option<Actor> {
         let actor = Actor::new(self.node.clone(), incarnation);
         self.is_ours(&self.lock(), &actor).then_some(actor)
@@ -140,7 +140,9 @@ fn new_base(backend: &dyn Backend, entropy: &dyn Entropy, old: Option<u32>) -> R
     loop {
         let incarnation = entropy.next_u64();
         let base = (incarnation >> 32) as u32;
-        if Some(base) == old {
+        // Base 0 with epoch 0 would be incarnation 0, which a record frame reads as
+        // "no actor kept".
+        if Some(base) == old || base == 0 {
             continue;
         }
         backend.put(Cf::Meta, META_INCARNATION, &incarnation.to_le_bytes(), true)?;

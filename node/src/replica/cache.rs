@@ -35,7 +35,7 @@ const TYPICAL_ENTRY_BYTES: u64 = 512;
 /// The cache of decoded records; a no-op when built with a capacity of 0.
 #[derive(Debug)]
 pub struct RecordCache {
-    cache: Option<Cache<Vec<u8>, Clock, ClockWeighter>>,
+    cache: Option<Cache<Vec<u8>, Cached, ClockWeighter>>,
 }
 
 /// Counters and size of the cache, for metrics.
@@ -47,11 +47,14 @@ pub struct CacheStats {
     pub bytes: u64,
 }
 
+/// A cached record: the clock and the actor kept with it (see `replica::actors`).
+pub type Cached = (Clock, Option<u64>);
+
 #[derive(Debug, Clone, Copy)]
 struct ClockWeighter;
 
-impl Weighter<Vec<u8>, Clock> for ClockWeighter {
-    fn weight(&self, key: &Vec<u8>, clock: &Clock) -> u64 {
+impl Weighter<Vec<u8>, Cached> for ClockWeighter {
+    fn weight(&self, key: &Vec<u8>, (clock, _): &Cached) -> u64 {
         (key.capacity() + clock.heap_bytes()) as u64 + ENTRY_OVERHEAD_BYTES
     }
 }
@@ -68,25 +71,25 @@ impl RecordCache {
 
     /// The cached clock of `key`, if any.
     pub fn get(&self, key: &[u8]) -> Option<Clock> {
-        self.cache.as_ref()?.get(key)
+        self.cache.as_ref()?.get(key).map(|(clock, _)| clock)
     }
 
     /// The cached clock of `key`, if any, without counting a hit or a miss or marking
     /// the entry as used.
-    pub fn peek(&self, key: &[u8]) -> Option<Clock> {
+    pub fn peek(&self, key: &[u8]) -> Option<Cached> {
         self.cache.as_ref()?.peek(key)
     }
 
-    /// Keeps the clock a read found. Call only under the key's lock stripe.
-    pub fn fill(&self, key: &[u8], clock: &Clock) {
+    /// Keeps the record a read found. Call only under the key's lock stripe.
+    pub fn fill(&self, key: &[u8], clock: &Clock, actor: Option<u64>) {
         if let Some(cache) = &self.cache {
-            cache.insert(key.to_vec(), clock.clone());
+            cache.insert(key.to_vec(), (clock.clone(), actor));
         }
     }
 
     /// Replaces the cached clock of `key` with the one just stored, if the key is
     /// cached; a key only written stays out. Call only under the key's lock stripe.
-    pub fn refresh(&self, key: &[u8], clock: &Clock) {
+    pub fn refresh(&self, key: &[u8], clock: &Clock, actor: Option<u64>) {
         // Looked up first so that a write to an uncached key (most inserts) copies
         // neither its key nor its clock.
         if let Some(cache) = &self.cache
@@ -94,7 +97,7 @@ impl RecordCache {
         {
             // Err means the key was evicted meanwhile, or the clock outgrew the cache
             // (the old entry is then removed): either way nothing stale stays.
-            let _ = cache.replace(key.to_vec(), clock.clone(), false);
+            let _ = cache.replace(key.to_vec(), (clock.clone(), actor), false);
         }
     }
 
@@ -135,10 +138,10 @@ mod tests {
     fn refresh_only_touches_cached_keys() {
         // A write to a key nobody read leaves the cache as it was; a cached key is replaced.
         let cache = RecordCache::new(1 << 20);
-        cache.refresh(b"written", &clock(b"a"));
+        cache.refresh(b"written", &clock(b"a"), None);
         assert_eq!(cache.get(b"written"), None);
-        cache.fill(b"read", &clock(b"a"));
-        cache.refresh(b"read", &clock(b"b"));
+        cache.fill(b"read", &clock(b"a"), None);
+        cache.refresh(b"read", &clock(b"b"), None);
         assert_eq!(cache.get(b"read"), Some(clock(b"b")));
         cache.forget(b"read");
         assert_eq!(cache.get(b"read"), None);
@@ -150,7 +153,7 @@ mod tests {
         let capacity = 64 * 1024;
         let cache = RecordCache::new(capacity);
         for i in 0..10_000u32 {
-            cache.fill(&i.to_be_bytes(), &clock(&[0u8; 100]));
+            cache.fill(&i.to_be_bytes(), &clock(&[0u8; 100]), None);
             assert!(cache.stats().bytes <= capacity);
         }
         let stats = cache.stats();
@@ -161,8 +164,8 @@ mod tests {
     #[test]
     fn weight_counts_the_value() {
         // An entry weighs at least its value's bytes, so the bound is in bytes.
-        let small = ClockWeighter.weight(&b"k".to_vec(), &clock(b"v"));
-        let large = ClockWeighter.weight(&b"k".to_vec(), &clock(&[0u8; 1024]));
+        let small = ClockWeighter.weight(&b"k".to_vec(), &(clock(b"v"), None));
+        let large = ClockWeighter.weight(&b"k".to_vec(), &(clock(&[0u8; 1024]), None));
         assert!(large >= small + 1023, "{small} {large}");
     }
 
@@ -170,7 +173,7 @@ mod tests {
     fn zero_capacity_is_off() {
         // --record-cache-mb 0 keeps nothing and reports nothing.
         let cache = RecordCache::new(0);
-        cache.fill(b"k", &clock(b"v"));
+        cache.fill(b"k", &clock(b"v"), None);
         assert_eq!(cache.get(b"k"), None);
         assert_eq!(cache.stats(), CacheStats::default());
     }

@@ -51,6 +51,10 @@ const META_LAYOUT: &[u8] = b"layout";
 /// store, or after a full rebuild).
 const META_TREE: &[u8] = b"tree";
 
+/// A record as read: its clock and the actor kept in it, `None` when missing, `Err(())`
+/// when corrupt (already counted).
+type Found = std::result::Result<Option<(Clock, Option<u64>)>, ()>;
+
 /// What a key held before a write, as the tree and the tombstone index need it.
 enum Prior<'a> {
     Missing,
@@ -126,11 +130,11 @@ impl Replica {
         // fill, or the cache would keep the version that write replaced. (A reader that
         // raced this one may have filled it meanwhile; filling again is harmless.)
         let _guard = self.lock(key);
-        let current = self.read(key)?;
-        if let Ok(Some(clock)) = &current {
-            self.cache.fill(key, clock);
+        let current = self.read_record(key)?;
+        if let Ok(Some((clock, actor))) = &current {
+            self.cache.fill(key, clock, *actor);
         }
-        Ok(current.unwrap_or(None))
+        Ok(current.unwrap_or(None).map(|(clock, _)| clock))
     }
 
     /// The current clock, from the cache or the store, without filling the cache (a
@@ -138,19 +142,26 @@ impl Replica {
     /// inside when the record is corrupt (already counted). Call under the key's lock
     /// stripe.
     fn read(&self, key: &[u8]) -> Result<Result<Option<Clock>, ()>> {
+        Ok(self
+            .read_record(key)?
+            .map(|found| found.map(|(clock, _)| clock)))
+    }
+
+    /// [`Replica::read`], with the actor kept in the record (see [`actors`]).
+    fn read_record(&self, key: &[u8]) -> Result<Found> {
         match self.cache.peek(key) {
-            Some(clock) => Ok(Ok(Some(clock))),
+            Some(cached) => Ok(Ok(Some(cached))),
             None => self.read_store(key),
         }
     }
 
-    /// The clock in the store, bypassing the cache.
-    fn read_store(&self, key: &[u8]) -> Result<Result<Option<Clock>, ()>> {
+    /// The record in the store, bypassing the cache.
+    fn read_store(&self, key: &[u8]) -> Result<Found> {
         let Some(bytes) = self.backend.get(Cf::Data, &layout::stored_key(key))? else {
             return Ok(Ok(None));
         };
-        match record::decode(&bytes) {
-            Ok(clock) => Ok(Ok(Some(clock))),
+        match record::decode_record(&bytes) {
+            Ok(found) => Ok(Ok(Some(found))),
             Err(corrupt) => {
                 metrics::corrupt_record();
                 // Its stale hash is still in the tree: rebuild it, so that anti-entropy
@@ -173,17 +184,15 @@ impl Replica {
         sync: bool,
     ) -> Result<Clock> {
         let _guard = self.lock(key);
-        let stored = self.read(key)?;
+        let record = self.read_record(key)?;
+        // The actor kept in the record, or (no record here, a corrupt one, or one that
+        // came by replication) a fresh one: see [`actors`].
+        let kept = kept_in(&record).and_then(|incarnation| self.actors.kept(incarnation));
+        let stored = record.map(|found| found.map(|(clock, _)| clock));
         let current = stored.as_ref().ok().and_then(Option::as_ref);
-        // The actor kept with the record, or (no record here, a corrupt one, or one
-        // that came by replication) a fresh one: see [`actors`].
-        let kept = match current {
-            Some(_) => self.kept_actor(key)?,
-            None => None,
-        };
-        let (actor, new_actor) = match kept {
-            Some(actor) => (actor, false),
-            None => (self.actors.fresh()?, true),
+        let actor = match kept {
+            Some(actor) => actor,
+            None => self.actors.fresh()?,
         };
         let updated = match current {
             Some(current) => current.update(context, value, &actor),
@@ -194,8 +203,7 @@ impl Replica {
                 max: self.max_siblings,
             });
         }
-        let keep = new_actor.then_some(actor.incarnation);
-        self.store(key, prior(&stored), &updated, keep, sync)?;
+        self.store(key, prior(&stored), &updated, Some(actor.incarnation), sync)?;
         Ok(updated)
     }
 
@@ -204,28 +212,22 @@ impl Replica {
     /// acknowledged write.
     pub fn merge(&self, key: &[u8], incoming: &Clock, sync: bool) -> Result<Clock> {
         let _guard = self.lock(key);
-        let stored = self.read(key)?;
+        let record = self.read_record(key)?;
+        let actor = kept_in(&record);
+        let stored = record.map(|found| found.map(|(clock, _)| clock));
         let merged = match &stored {
             Ok(Some(c)) => c.sync(incoming),
             _ => incoming.clone(),
         };
         if stored.as_ref().ok().and_then(Option::as_ref) != Some(&merged) {
-            self.store(key, prior(&stored), &merged, None, sync)?;
+            self.store(key, prior(&stored), &merged, actor, sync)?;
         }
         Ok(merged)
     }
 
-    /// The actor kept with the key's record, if it is one of this directory's.
-    fn kept_actor(&self, key: &[u8]) -> Result<Option<Actor>> {
-        let stored = self.backend.get(Cf::Actors, &layout::stored_key(key))?;
-        Ok(stored
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .and_then(|b| self.actors.kept(u64::from_le_bytes(b))))
-    }
-
-    /// Writes `clock` as the key's record, with its tree leaf, its tombstone index
-    /// entry and (when `actor` is given) the actor kept for it, all in one batch, and
-    /// refreshes the cache. Call only under the key's lock stripe.
+    /// Writes `clock` as the key's record, with `actor` kept in it, its tree leaf and
+    /// its tombstone index entry, all in one batch, and refreshes the cache. Call only
+    /// under the key's lock stripe.
     fn store(
         &self,
         key: &[u8],
@@ -238,20 +240,27 @@ impl Replica {
         let staged = stage(&mut batch, key, prior, clock, actor);
         let _partition = self.read_partition(staged.place.partition);
         let written = self.backend.write(batch, sync);
-        self.settle(&staged, key, clock, written.is_ok());
+        self.settle(&staged, key, clock, actor, written.is_ok());
         written
     }
 
     /// After a batch with `staged`'s changes: on success the tree and the cache follow
     /// it; on failure (the write may or may not have reached the store) the key is read
     /// back next time, and the partition's leaves are not trusted until a rebuild.
-    fn settle(&self, staged: &Staged, key: &[u8], clock: &Clock, written: bool) {
+    fn settle(
+        &self,
+        staged: &Staged,
+        key: &[u8],
+        clock: &Clock,
+        actor: Option<u64>,
+        written: bool,
+    ) {
         if written {
             self.tree.xor(staged.place, staged.delta);
             if staged.was_corrupt {
                 self.tree.mark_dirty(staged.place.partition);
             }
-            self.cache.refresh(key, clock);
+            self.cache.refresh(key, clock, actor);
         } else {
             self.cache.forget(key);
             self.tree.mark_dirty(staged.place.partition);
@@ -278,27 +287,31 @@ impl Replica {
         let mut batch = Batch::new();
         let mut changes = Vec::new();
         for (key, clock) in merged {
-            let stored = self.read(key)?;
+            let record = self.read_record(key)?;
+            let actor = kept_in(&record);
+            let stored = record.map(|found| found.map(|(clock, _)| clock));
             let next = match &stored {
                 Ok(Some(c)) => c.sync(&clock),
                 _ => clock,
             };
             if stored.as_ref().ok().and_then(Option::as_ref) != Some(&next) {
-                let staged = stage(&mut batch, key, prior(&stored), &next, None);
-                changes.push((key, next, staged));
+                let staged = stage(&mut batch, key, prior(&stored), &next, actor);
+                changes.push((key, next, actor, staged));
             }
         }
         if changes.is_empty() {
             return Ok(0);
         }
-        let mut partitions: Vec<Partition> =
-            changes.iter().map(|(_, _, s)| s.place.partition).collect();
+        let mut partitions: Vec<Partition> = changes
+            .iter()
+            .map(|(_, _, _, s)| s.place.partition)
+            .collect();
         partitions.sort_unstable();
         partitions.dedup();
         let _partitions: Vec<_> = partitions.iter().map(|p| self.read_partition(*p)).collect();
         let written = self.backend.write(batch, sync);
-        for (key, clock, staged) in &changes {
-            self.settle(staged, key, clock, written.is_ok());
+        for (key, clock, actor, staged) in &changes {
+            self.settle(staged, key, clock, *actor, written.is_ok());
         }
         written.map(|()| changes.len())
     }
@@ -334,6 +347,14 @@ impl Replica {
     }
 }
 
+/// The actor kept in a record that was read (a corrupt or missing one keeps none).
+fn kept_in(record: &Found) -> Option<u64> {
+    match record {
+        Ok(Some((_, actor))) => *actor,
+        _ => None,
+    }
+}
+
 fn stripe_of(key: &[u8]) -> usize {
     (crc32fast::hash(key) as usize) & (LOCK_STRIPES - 1)
 }
@@ -345,8 +366,8 @@ struct Staged {
     was_corrupt: bool,
 }
 
-/// Adds to `batch` the writes of `clock` as the key's record: the record, its tree
-/// leaf, its tombstone index entry and (when `actor` is given) the actor kept for it.
+/// Adds to `batch` the writes of `clock` as the key's record (with `actor` kept in
+/// it), its tree leaf and its tombstone index entry.
 fn stage(
     batch: &mut Batch,
     key: &[u8],
@@ -361,11 +382,8 @@ fn stage(
         Prior::Missing | Prior::Corrupt => 0,
     };
     let delta = old_hash ^ key_hash(key, clock);
-    batch.put(Cf::Data, stored_key.clone(), record::encode(clock));
+    batch.put(Cf::Data, stored_key.clone(), record::encode(clock, actor));
     batch.xor(Cf::Tree, place.prefix(), delta);
-    if let Some(incarnation) = actor {
-        batch.put(Cf::Actors, stored_key.clone(), incarnation.to_le_bytes());
-    }
     let was_tombstoned = match prior {
         Prior::Found(old) => old.is_tombstoned(),
         Prior::Corrupt => true,

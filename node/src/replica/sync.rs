@@ -144,8 +144,7 @@ impl Replica {
         let stored_key = layout::stored_key(key);
         let mut batch = Batch::new();
         batch.delete(Cf::Data, stored_key.clone());
-        batch.delete(Cf::Tombstones, stored_key.clone());
-        batch.delete(Cf::Actors, stored_key);
+        batch.delete(Cf::Tombstones, stored_key);
         batch.xor(Cf::Tree, place.prefix(), key_hash(key, &clock));
         let _partition = self.read_partition(place.partition);
         let written = self.backend.write(batch, sync);

@@ -38,19 +38,10 @@ pub enum Cf {
     Tree,
     /// An index of the keys whose record holds only tombstones, for tombstone GC.
     Tombstones,
-    /// Per key, the actor this replica's writes to it carry (local, never replicated).
-    Actors,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 6] = [
-        Cf::Data,
-        Cf::Hints,
-        Cf::Meta,
-        Cf::Tree,
-        Cf::Tombstones,
-        Cf::Actors,
-    ];
+    pub const ALL: [Cf; 5] = [Cf::Data, Cf::Hints, Cf::Meta, Cf::Tree, Cf::Tombstones];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -59,7 +50,6 @@ impl Cf {
             Cf::Meta => "meta",
             Cf::Tree => "tree",
             Cf::Tombstones => "tombstones",
-            Cf::Actors => "actors",
         }
     }
 }

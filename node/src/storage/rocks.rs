@@ -38,8 +38,7 @@ impl RocksBackend {
         std::fs::create_dir_all(dir)?;
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let cf_options = |cf: Cf| {
-            // Point lookups on every read and every coordinated write.
-            let bloom = matches!(cf, Cf::Data | Cf::Actors);
+            let bloom = cf == Cf::Data;
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
             table.set_cache_index_and_filter_blocks(true);
