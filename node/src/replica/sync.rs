@@ -50,35 +50,49 @@ impl Replica {
     }
 
     /// The keys stored in `segment` of `partition` with their hashes, in key order.
-    /// Corrupt records are left out (they read as missing) and mark the partition for
-    /// a rebuild, which takes their stale hashes out of the tree.
+    /// Corrupt records are left out (counted; they read as missing), so a peer that
+    /// holds the key sends it back, and the merge over the corrupt record marks the
+    /// partition for a rebuild. (Marking it here would keep it dirty, and out of every
+    /// exchange, for as long as the record stays corrupt.)
     pub fn segment_entries(&self, place: Place) -> Result<Vec<SegmentEntry>> {
-        let prefix = place.prefix();
         let mut out = Vec::new();
+        self.scan_records(&place.prefix(), |key, record| {
+            if let Ok(clock) = record {
+                out.push(SegmentEntry {
+                    key: key.to_vec(),
+                    hash: key_hash(key, &clock),
+                });
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every record whose stored key starts with `prefix`, in key
+    /// order, decoded (corrupt ones counted, and given as `Err`).
+    fn scan_records(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], Result<Clock, record::Corrupt>),
+    ) -> Result<()> {
         let mut start = prefix.to_vec();
         loop {
             let records = self
                 .backend
-                .scan_prefix(Cf::Data, &prefix, &start, SCAN_BATCH_KEYS)?;
+                .scan_prefix(Cf::Data, prefix, &start, SCAN_BATCH_KEYS)?;
             let done = records.len() < SCAN_BATCH_KEYS;
             for (stored_key, bytes) in &records {
                 let Some(key) = layout::user_key(stored_key) else {
                     continue;
                 };
-                match record::decode(bytes) {
-                    Ok(clock) => out.push(SegmentEntry {
-                        key: key.to_vec(),
-                        hash: key_hash(key, &clock),
-                    }),
-                    Err(_) => {
-                        metrics::corrupt_record();
-                        self.tree.mark_dirty(place.partition);
-                    }
+                let decoded = record::decode(bytes);
+                if decoded.is_err() {
+                    metrics::corrupt_record();
                 }
+                f(key, decoded);
             }
             match records.last() {
                 Some((last, _)) if !done => start = next_key(last),
-                _ => return Ok(out),
+                _ => return Ok(()),
             }
         }
     }
@@ -169,31 +183,14 @@ impl Replica {
         let _exclusive = self.write_partition(partition);
         // Cleared first: a corruption found during the scan marks it again.
         self.tree.clear_dirty(partition);
-        let prefix = layout::partition_prefix(partition);
         let mut leaves = vec![0u64; SEGMENTS];
         let mut keys = 0;
-        let mut start = prefix.to_vec();
-        loop {
-            let records = self
-                .backend
-                .scan_prefix(Cf::Data, &prefix, &start, SCAN_BATCH_KEYS)?;
-            let done = records.len() < SCAN_BATCH_KEYS;
-            for (stored_key, bytes) in &records {
-                let Some(key) = layout::user_key(stored_key) else {
-                    continue;
-                };
-                if let Ok(clock) = record::decode(bytes) {
-                    leaves[Place::of(key).segment as usize] ^= key_hash(key, &clock);
-                    keys += 1;
-                } else {
-                    metrics::corrupt_record();
-                }
+        self.scan_records(&layout::partition_prefix(partition), |key, record| {
+            if let Ok(clock) = record {
+                leaves[Place::of(key).segment as usize] ^= key_hash(key, &clock);
+                keys += 1;
             }
-            match records.last() {
-                Some((last, _)) if !done => start = next_key(last),
-                _ => break,
-            }
-        }
+        })?;
         let mut batch = Batch::new();
         let mut leaves_fixed = 0;
         for (segment, value) in leaves.iter().enumerate() {
