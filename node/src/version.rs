@@ -74,6 +74,15 @@ struct Entry {
     values: Vec<Versioned>,
 }
 
+/// One key's state as anti-entropy compares it: the key and a hash of its versions
+/// (equal on two replicas exactly when they hold the same versions). Here, under the
+/// replica and the peer protocol both, so that neither imports the other.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Encode, Decode)]
+pub struct SegmentEntry {
+    pub key: Vec<u8>,
+    pub hash: u64,
+}
+
 /// A version vector: the causal history a client saw, sorted by actor, one entry each.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode)]
 pub struct VersionVector(Vec<(Actor, u64)>);

@@ -6,8 +6,7 @@
 
 use bincode::{Decode, Encode};
 
-use crate::replica::SegmentEntry;
-use crate::version::{Clock, VersionVector};
+use crate::version::{Clock, SegmentEntry, VersionVector};
 
 /// Version of the peer protocol; a peer speaking another one is refused. Version 2
 /// carries a batch of calls in each message; version 3 adds anti-entropy and tombstone

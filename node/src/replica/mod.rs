@@ -39,8 +39,9 @@ use crate::storage::{Backend, Batch, Cf, record};
 use crate::version::{Actor, Clock, VersionVector, Versioned};
 use actors::Actors;
 
+pub use crate::version::SegmentEntry;
 pub use cache::{CacheStats, RecordCache};
-pub use sync::{SegmentEntry, TreeRebuild};
+pub use sync::TreeRebuild;
 use tree::{Tree, key_hash};
 
 /// Lock stripes for per-key read-modify-write; a power of two.

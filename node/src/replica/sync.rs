@@ -12,17 +12,10 @@ use super::tree::key_hash;
 use crate::error::Result;
 use crate::metrics;
 use crate::storage::{Batch, Cf, read_u64, record};
-use crate::version::Clock;
+use crate::version::{Clock, SegmentEntry};
 
 /// Records read per scan call.
 const SCAN_BATCH_KEYS: usize = 1024;
-
-/// One key of a segment as an exchange compares it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, bincode::Encode, bincode::Decode)]
-pub struct SegmentEntry {
-    pub key: Vec<u8>,
-    pub hash: u64,
-}
 
 /// What a rebuild found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
