@@ -93,6 +93,10 @@ fn register_at_zero(http_ops: &[(&'static str, http::StatusCode)]) {
         HINTS_EXPIRED,
         HINTS_REFUSED,
         HINTS_CORRUPT,
+        AE_SEGMENTS_DIFFERING,
+        TOMBSTONES_PURGED,
+        TREE_REBUILDS,
+        TREE_LEAVES_FIXED,
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -109,14 +113,6 @@ fn register_at_zero(http_ops: &[(&'static str, http::StatusCode)]) {
     }
     for direction in ["sent", "received"] {
         metrics::counter!(AE_KEYS_REPAIRED, "direction" => direction).increment(0);
-    }
-    for name in [
-        AE_SEGMENTS_DIFFERING,
-        TOMBSTONES_PURGED,
-        TREE_REBUILDS,
-        TREE_LEAVES_FIXED,
-    ] {
-        metrics::counter!(name).increment(0);
     }
     let _ = metrics::histogram!(TREE_REBUILD_DURATION);
 }

@@ -28,6 +28,7 @@ pub mod layout;
 mod sync;
 pub mod tree;
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, RwLock};
 
 use ringkv_ring::{PARTITIONS, Partition};
@@ -213,17 +214,35 @@ impl Replica {
     /// acknowledged write.
     pub fn merge(&self, key: &[u8], incoming: &Clock, sync: bool) -> Result<Clock> {
         let _guard = self.lock(key);
+        let mut batch = Batch::new();
+        let (merged, change) = self.fold_in(key, Cow::Borrowed(incoming), &mut batch)?;
+        if let Some(staged) = change {
+            self.commit(batch, [(key, &merged, &staged)], sync)?;
+        }
+        Ok(merged)
+    }
+
+    /// Reads the key's record and folds `incoming` into it; when that changes the
+    /// record, stages the write in `batch` (keeping the record's actor) and returns
+    /// what [`Replica::commit`] needs. Call under the key's lock stripe.
+    fn fold_in(
+        &self,
+        key: &[u8],
+        incoming: Cow<'_, Clock>,
+        batch: &mut Batch,
+    ) -> Result<(Clock, Option<Staged>)> {
         let record = self.read_record(key)?;
         let actor = kept_in(&record);
         let stored = record.map(|found| found.map(|(clock, _)| clock));
         let merged = match &stored {
-            Ok(Some(c)) => c.sync(incoming),
-            _ => incoming.clone(),
+            Ok(Some(c)) => c.sync(&incoming),
+            _ => incoming.into_owned(),
         };
-        if stored.as_ref().ok().and_then(Option::as_ref) != Some(&merged) {
-            self.store(key, prior(&stored), &merged, actor, sync)?;
+        if stored.as_ref().ok().and_then(Option::as_ref) == Some(&merged) {
+            return Ok((merged, None));
         }
-        Ok(merged)
+        let staged = stage(batch, key, prior(&stored), &merged, actor);
+        Ok((merged, Some(staged)))
     }
 
     /// Writes `clock` as the key's record, with `actor` kept in it, its tree leaf and
@@ -239,33 +258,40 @@ impl Replica {
     ) -> Result<()> {
         let mut batch = Batch::new();
         let staged = stage(&mut batch, key, prior, clock, actor);
-        let _partition = self.read_partition(staged.place.partition);
-        let written = self.backend.write(batch, sync);
-        self.settle(&staged, key, clock, actor, written.is_ok());
-        written
+        self.commit(batch, [(key, clock, &staged)], sync)
     }
 
-    /// After a batch with `staged`'s changes: on success the tree and the cache follow
-    /// it; on failure (the write may or may not have reached the store) the key is read
-    /// back next time, and the partition's leaves are not trusted until a rebuild.
-    fn settle(
+    /// Writes `batch`, holding the partitions its `changes` touch (in ascending
+    /// order), then brings the tree and the cache in step with each change: on
+    /// success they follow it; on failure (the write may or may not have reached the
+    /// store) the key is read back next time, and the partition's leaves are not
+    /// trusted until a rebuild.
+    fn commit<'a>(
         &self,
-        staged: &Staged,
-        key: &[u8],
-        clock: &Clock,
-        actor: Option<u64>,
-        written: bool,
-    ) {
-        if written {
-            self.tree.xor(staged.place, staged.delta);
-            if staged.was_corrupt {
+        batch: Batch,
+        changes: impl IntoIterator<Item = (&'a [u8], &'a Clock, &'a Staged)>,
+        sync: bool,
+    ) -> Result<()> {
+        let changes: Vec<_> = changes.into_iter().collect();
+        let mut partitions: Vec<Partition> =
+            changes.iter().map(|(_, _, s)| s.place.partition).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let _held: Vec<_> = partitions.iter().map(|p| self.read_partition(*p)).collect();
+        let written = self.backend.write(batch, sync);
+        for (key, clock, staged) in changes {
+            if written.is_ok() {
+                self.tree.xor(staged.place, staged.delta);
+                if staged.was_corrupt {
+                    self.tree.mark_dirty(staged.place.partition);
+                }
+                self.cache.refresh(key, clock, staged.actor);
+            } else {
+                self.cache.forget(key);
                 self.tree.mark_dirty(staged.place.partition);
             }
-            self.cache.refresh(key, clock, actor);
-        } else {
-            self.cache.forget(key);
-            self.tree.mark_dirty(staged.place.partition);
         }
+        written
     }
 
     /// Folds many replicas' clocks in at once (anti-entropy's repair): the same as
@@ -288,33 +314,18 @@ impl Replica {
         let mut batch = Batch::new();
         let mut changes = Vec::new();
         for (key, clock) in merged {
-            let record = self.read_record(key)?;
-            let actor = kept_in(&record);
-            let stored = record.map(|found| found.map(|(clock, _)| clock));
-            let next = match &stored {
-                Ok(Some(c)) => c.sync(&clock),
-                _ => clock,
-            };
-            if stored.as_ref().ok().and_then(Option::as_ref) != Some(&next) {
-                let staged = stage(&mut batch, key, prior(&stored), &next, actor);
-                changes.push((key, next, actor, staged));
+            if let (next, Some(staged)) = self.fold_in(key, Cow::Owned(clock), &mut batch)? {
+                changes.push((key, next, staged));
             }
         }
         if changes.is_empty() {
             return Ok(0);
         }
-        let mut partitions: Vec<Partition> = changes
+        let written = changes
             .iter()
-            .map(|(_, _, _, s)| s.place.partition)
-            .collect();
-        partitions.sort_unstable();
-        partitions.dedup();
-        let _partitions: Vec<_> = partitions.iter().map(|p| self.read_partition(*p)).collect();
-        let written = self.backend.write(batch, sync);
-        for (key, clock, actor, staged) in &changes {
-            self.settle(staged, key, clock, *actor, written.is_ok());
-        }
-        written.map(|()| changes.len())
+            .map(|(key, clock, staged)| (*key, clock, staged));
+        self.commit(batch, written, sync)?;
+        Ok(changes.len())
     }
 
     /// Shared hold on a partition: every write takes it (see `partition_locks`).
@@ -360,11 +371,13 @@ fn stripe_of(key: &[u8]) -> usize {
     (crc32fast::hash(key) as usize) & (LOCK_STRIPES - 1)
 }
 
-/// What a staged write changes besides its batch: the tree leaf's delta.
+/// What a staged write changes besides its batch: the tree leaf's delta, and the
+/// actor kept in the record (for the cache).
 struct Staged {
     place: layout::Place,
     delta: u64,
     was_corrupt: bool,
+    actor: Option<u64>,
 }
 
 /// Adds to `batch` the writes of `clock` as the key's record (with `actor` kept in
@@ -399,6 +412,7 @@ fn stage(
         place,
         delta,
         was_corrupt: matches!(prior, Prior::Corrupt),
+        actor,
     }
 }
 

@@ -149,16 +149,17 @@ impl Replica {
         };
         let place = Place::of(key);
         let stored_key = layout::stored_key(key);
+        let delta = key_hash(key, &clock);
         let mut batch = Batch::new();
         batch.delete(Cf::Data, stored_key.clone());
         batch.delete(Cf::Tombstones, stored_key);
-        batch.xor(Cf::Tree, place.prefix(), key_hash(key, &clock));
+        batch.xor(Cf::Tree, place.prefix(), delta);
         let _partition = self.read_partition(place.partition);
         let written = self.backend.write(batch, sync);
         self.cache.forget(key);
         match written {
             Ok(()) => {
-                self.tree.xor(place, key_hash(key, &clock));
+                self.tree.xor(place, delta);
                 Ok(true)
             }
             Err(e) => {
