@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Uri};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::error::{Error, Result, error_chain};
 use crate::outcome::{Answer, GetOutcome, WriteOutcome};
 use crate::request::{ReadOptions, WriteOptions, encode_key, kv_path};
-use crate::wire::{self, ClusterBody, HealthBody, ReplicasBody};
+use crate::wire::{self, ClusterBody, HealthBody, ReplicasBody, RingChangeBody};
 
 /// How a [`Client`] talks to nodes. [`ClientConfig::default`] suits a LAN cluster.
 #[derive(Debug, Clone)]
@@ -233,6 +233,27 @@ impl Client {
                 Err(self.no_answer(vec![node.url], failure, timed_out))
             }
         }
+    }
+
+    /// `POST /admin/leave` to the node at `node_url` only (no failover: the call says
+    /// which node leaves).
+    pub async fn leave_at(&self, node_url: &str) -> Result<RingChangeBody> {
+        let node = parse_node_url(node_url)?;
+        let call = Call::new(Method::POST, "/admin/leave".to_owned(), None, Bytes::new())?;
+        match self.attempt(&node, &call).await {
+            Ok(answer) => answer.into_json_with(StatusCode::ACCEPTED),
+            Err(failure) => {
+                let timed_out = matches!(failure, Failure::TimedOut);
+                Err(self.no_answer(vec![node.url], failure, timed_out))
+            }
+        }
+    }
+
+    /// `POST /admin/remove/{id}`: takes a node that is down for good off the ring.
+    pub async fn remove(&self, id: &str) -> Result<RingChangeBody> {
+        let path = format!("/admin/remove/{}", encode_key(id.as_bytes())?);
+        let call = Call::new(Method::POST, path, None, Bytes::new())?;
+        self.send(&call).await?.into_json_with(StatusCode::ACCEPTED)
     }
 
     /// What each replica in `key`'s preference list holds, read directly, without

@@ -91,7 +91,12 @@ impl Answer {
 
     /// Reads a JSON answer with status 200 (`/cluster`, `/health`, …).
     pub fn into_json<T: serde::de::DeserializeOwned>(self) -> Result<T> {
-        if self.status != StatusCode::OK {
+        self.into_json_with(StatusCode::OK)
+    }
+
+    /// The JSON body of an answer with status `expected`.
+    pub fn into_json_with<T: serde::de::DeserializeOwned>(self, expected: StatusCode) -> Result<T> {
+        if self.status != expected {
             return Err(self.unexpected());
         }
         decode_json(&self.body)

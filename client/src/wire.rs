@@ -28,6 +28,15 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     pub const INTERNAL: &str = "internal";
     pub const UNAVAILABLE: &str = "unavailable";
+    pub const NODE_ALIVE: &str = "node_alive";
+    pub const CONFLICT: &str = "conflict";
+}
+
+/// `POST /admin/leave` and `POST /admin/remove/{id}`: the node and its ring state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingChangeBody {
+    pub node: String,
+    pub ring: String,
 }
 
 /// The body of every error response: `{"error":"<code>","message":"…"}` plus the
@@ -119,6 +128,12 @@ pub struct HealthBody {
     pub status: String,
     pub node: String,
     pub members_alive: usize,
+    /// Nodes on the committed ring (reads use it).
+    #[serde(default)]
+    pub ring_members: usize,
+    /// True while a membership change is under way.
+    #[serde(default)]
+    pub change_in_flight: bool,
 }
 
 /// One member in `GET /cluster`.
@@ -129,6 +144,9 @@ pub struct MemberBody {
     pub cluster: String,
     /// `alive`, `suspect`, `down` or `left`.
     pub state: String,
+    /// `joining`, `member`, `leaving` or `removed`.
+    #[serde(default)]
+    pub ring: String,
 }
 
 /// Hinted-handoff summary in `GET /cluster`.
@@ -149,6 +167,33 @@ pub struct ClusterBody {
     pub hints: HintsBody,
     #[serde(default)]
     pub anti_entropy: AntiEntropyBody,
+    #[serde(default)]
+    pub transfers: TransfersBody,
+}
+
+/// Membership changes in `GET /cluster`: the layout this node has, and the ranges it
+/// is receiving or dropping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TransfersBody {
+    /// The committed ring's epoch (grows at every membership change).
+    pub epoch: u64,
+    /// True while a change is under way (some node still receiving, or a previous
+    /// ring still written to).
+    pub in_flight: bool,
+    /// Nodes of the target ring that hold all their ranges, and all of them.
+    pub nodes_ready: usize,
+    pub nodes_total: usize,
+    /// Partitions this node must receive for the target ring, and those received.
+    pub partitions_to_receive: u64,
+    pub partitions_received: u64,
+    /// Since start: what this node received and dropped.
+    pub keys_received: u64,
+    pub bytes_received: u64,
+    pub partitions_dropped: u64,
+    pub keys_dropped: u64,
+    /// The last failure, if the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Anti-entropy in `GET /cluster`: the asked node's rounds and its last exchange with

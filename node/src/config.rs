@@ -100,6 +100,10 @@ pub struct NodeArgs {
     /// Time between anti-entropy rounds (`500ms`, `2s`, `10m`, `1h`), or `off`.
     #[arg(long, env = "RINGKV_ANTI_ENTROPY_INTERVAL", default_value = "60s", value_parser = parse_interval)]
     pub anti_entropy_interval: Interval,
+    /// Most MB per second a node receives while a membership change moves data to it
+    /// (0: no limit).
+    #[arg(long, env = "RINGKV_TRANSFER_MB_PER_S", default_value_t = 64)]
+    pub transfer_mb_per_s: u64,
     /// Hints older than this are dropped (the owner catches up by read repair), in seconds.
     #[arg(long, env = "RINGKV_HINT_MAX_AGE_S", default_value_t = 3 * 3600)]
     pub hint_max_age_s: u64,
@@ -160,6 +164,8 @@ pub struct Config {
     pub hinted_handoff: bool,
     /// Time between anti-entropy rounds; `None`: off.
     pub anti_entropy_interval: Option<Duration>,
+    /// Most bytes per second a membership transfer receives; `None`: no limit.
+    pub transfer_rate_bytes_per_s: Option<u64>,
     pub hint_max_age: Duration,
     pub hint_max_bytes: u64,
     pub max_key_bytes: usize,
@@ -294,6 +300,9 @@ impl Config {
             vnodes: args.vnodes,
             hinted_handoff: args.hinted_handoff,
             anti_entropy_interval: args.anti_entropy_interval.0,
+            transfer_rate_bytes_per_s: Some(args.transfer_mb_per_s)
+                .filter(|mb| *mb > 0)
+                .map(|mb| mb.saturating_mul(1024 * 1024)),
             hint_max_age: Duration::from_secs(args.hint_max_age_s),
             hint_max_bytes: args.hint_max_bytes,
             max_key_bytes: args.max_key_bytes,

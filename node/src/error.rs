@@ -30,6 +30,13 @@ pub enum Error {
     /// The quorum was not reached in time; a write may have reached some replicas.
     #[error("{acks} of {required} replicas answered in time")]
     Timeout { acks: usize, required: usize },
+    /// No such thing (a node id the layout does not know); nothing changed.
+    #[error("{0}")]
+    NotFound(String),
+    /// A membership change that the cluster's state forbids now (`code` says why, as
+    /// `node_alive`); nothing changed.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     /// The node is shutting down and takes no new requests.
     #[error("the node is shutting down")]
     ShuttingDown,

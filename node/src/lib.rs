@@ -27,6 +27,7 @@ pub mod env;
 pub mod error;
 pub mod handoff;
 pub mod logging;
+pub mod membership;
 pub mod metrics;
 pub mod net;
 pub mod node;
@@ -34,6 +35,7 @@ pub mod repair;
 pub mod replica;
 pub mod services;
 pub mod storage;
+pub mod transfer;
 pub mod version;
 
 pub use error::{Error, Result};

@@ -47,9 +47,11 @@ async fn run(config: Config) -> ringkv_node::Result<()> {
     let node = Node::start(config).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut departed = node.departed();
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = departed.wait_for(|d| *d) => tracing::info!("left the ring: shutting down"),
     }
     node.shutdown().await
 }

@@ -97,8 +97,15 @@ fn register_at_zero(http_ops: &[(&'static str, http::StatusCode)]) {
         TOMBSTONES_PURGED,
         TREE_REBUILDS,
         TREE_LEAVES_FIXED,
+        TRANSFER_KEYS_RECEIVED,
+        TRANSFER_BYTES_RECEIVED,
+        PARTITIONS_DROPPED,
+        KEYS_DROPPED,
     ] {
         metrics::counter!(name).increment(0);
+    }
+    for name in [LAYOUT_EPOCH, LAYOUT_IN_FLIGHT, TRANSFER_PARTITIONS_PENDING] {
+        metrics::gauge!(name).set(0.0);
     }
     for name in [
         HINTS_PENDING,
@@ -191,6 +198,7 @@ fn describe() {
         "Peer requests refused unread, by reason."
     );
     describe_anti_entropy();
+    describe_transfers();
 }
 
 /// Folds recorded histogram samples into their buckets; keeps memory flat.
@@ -328,4 +336,64 @@ pub fn tree_rebuilt(elapsed: Duration, leaves_fixed: u64) {
     metrics::counter!(TREE_REBUILDS).increment(1);
     metrics::histogram!(TREE_REBUILD_DURATION).record(elapsed.as_secs_f64());
     metrics::counter!(TREE_LEAVES_FIXED).increment(leaves_fixed);
+}
+
+/// Keys this node received while a membership change moved ranges to it.
+pub const TRANSFER_KEYS_RECEIVED: &str = "ringkv_transfer_keys_received_total";
+/// Bytes of records moved by those transfers, both ways.
+pub const TRANSFER_BYTES_RECEIVED: &str = "ringkv_transfer_bytes_total";
+/// Partitions this node must still receive for the target ring.
+pub const TRANSFER_PARTITIONS_PENDING: &str = "ringkv_transfer_partitions_pending";
+/// Partitions dropped here after a commit made this node no longer their home.
+pub const PARTITIONS_DROPPED: &str = "ringkv_transfer_partitions_dropped_total";
+/// Keys those drops deleted.
+pub const KEYS_DROPPED: &str = "ringkv_transfer_keys_dropped_total";
+/// The committed ring's epoch in this node's layout.
+pub const LAYOUT_EPOCH: &str = "ringkv_layout_epoch";
+/// 1 while a membership change is in flight, by this node's layout.
+pub const LAYOUT_IN_FLIGHT: &str = "ringkv_layout_change_in_flight";
+
+fn describe_transfers() {
+    metrics::describe_counter!(
+        TRANSFER_KEYS_RECEIVED,
+        "Keys received by membership transfers."
+    );
+    metrics::describe_counter!(
+        TRANSFER_BYTES_RECEIVED,
+        metrics::Unit::Bytes,
+        "Bytes of records moved by membership transfers, both ways."
+    );
+    metrics::describe_gauge!(
+        TRANSFER_PARTITIONS_PENDING,
+        "Partitions this node must still receive for the target ring."
+    );
+    metrics::describe_counter!(
+        PARTITIONS_DROPPED,
+        "Partitions dropped after a commit made this node no longer their home."
+    );
+    metrics::describe_counter!(KEYS_DROPPED, "Keys deleted by those drops.");
+    metrics::describe_gauge!(LAYOUT_EPOCH, "The committed ring's epoch.");
+    metrics::describe_gauge!(
+        LAYOUT_IN_FLIGHT,
+        "1 while a membership change is in flight."
+    );
+}
+
+/// Counts what one transfer exchange received.
+pub fn transfer_received(keys: u64, bytes: u64) {
+    metrics::counter!(TRANSFER_KEYS_RECEIVED).increment(keys);
+    metrics::counter!(TRANSFER_BYTES_RECEIVED).increment(bytes);
+}
+
+/// Counts one dropped partition and its keys.
+pub fn partition_dropped(keys: u64) {
+    metrics::counter!(PARTITIONS_DROPPED).increment(1);
+    metrics::counter!(KEYS_DROPPED).increment(keys);
+}
+
+/// The layout's state and the partitions still to receive.
+pub fn layout(epoch: u64, in_flight: bool, pending: u64) {
+    metrics::gauge!(LAYOUT_EPOCH).set(epoch as f64);
+    metrics::gauge!(LAYOUT_IN_FLIGHT).set(if in_flight { 1.0 } else { 0.0 });
+    metrics::gauge!(TRANSFER_PARTITIONS_PENDING).set(pending as f64);
 }

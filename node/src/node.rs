@@ -81,6 +81,8 @@ impl Node {
             },
             handoff: HandoffOptions::default(),
             anti_entropy: AntiEntropyOptions::new(config.anti_entropy_interval, config.quorum.n),
+            transfer_rate_bytes_per_s: config.transfer_rate_bytes_per_s,
+            seeded: !config.join.is_empty(),
             backend,
             gossip,
             transport,
@@ -112,6 +114,7 @@ impl Node {
             coordinator,
             cluster: services.cluster.clone(),
             anti_entropy: services.anti_entropy.clone(),
+            transfers: services.transfers.board.clone(),
             metrics: handle,
         });
         let (stop_http, http_stopped) = watch::channel(false);
@@ -126,6 +129,12 @@ impl Node {
             peer_server,
             upkeep,
         })
+    }
+
+    /// Turns true once this node has left the ring (`POST /admin/leave`) and handed
+    /// everything over: time to shut down.
+    pub fn departed(&self) -> watch::Receiver<bool> {
+        self.services.transfers.departed.clone()
     }
 
     /// The address the HTTP API listens on.

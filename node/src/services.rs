@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::anti_entropy::{self, AntiEntropyOptions, Exchanger, StatusBoard};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, LocalNode};
 use crate::coordinator::{Coordinator, Quorum};
 use crate::env::Env;
 use crate::error::Result;
@@ -23,6 +23,7 @@ use crate::handoff::{self, HandoffOptions, HintLimits, HintStore};
 use crate::net::PeerTransport;
 use crate::replica::Replica;
 use crate::storage::Backend;
+use crate::transfer::{TransferOptions, Transfers};
 
 /// Everything [`Services::start`] needs.
 #[derive(Debug)]
@@ -45,6 +46,10 @@ pub struct Parts {
     pub handoff: HandoffOptions,
     /// Interval and bounds of anti-entropy.
     pub anti_entropy: AntiEntropyOptions,
+    /// Most bytes per second a membership transfer receives (`--transfer-rate`).
+    pub transfer_rate_bytes_per_s: Option<u64>,
+    /// True when the node was started with seeds (`--join`).
+    pub seeded: bool,
     /// The store (every column family).
     pub backend: Arc<dyn Backend>,
     /// Gossip, started on the node's cluster address.
@@ -63,6 +68,8 @@ pub struct Services {
     pub coordinator: Arc<Coordinator>,
     /// Anti-entropy's progress, for `GET /cluster`.
     pub anti_entropy: Arc<StatusBoard>,
+    /// Membership changes: their progress, and whether this node has departed.
+    pub transfers: Transfers,
     stop_tasks: watch::Sender<bool>,
     handoff: Option<JoinHandle<()>>,
     exchanges: Option<JoinHandle<()>>,
@@ -82,6 +89,8 @@ impl Services {
             hint_limits,
             handoff,
             anti_entropy: ae_options,
+            transfer_rate_bytes_per_s,
+            seeded,
             backend,
             gossip,
             transport,
@@ -101,7 +110,18 @@ impl Services {
                     .await?,
             )
         };
-        let cluster = Arc::new(Cluster::follow(&id, vnodes, gossip, backend));
+        let local = {
+            let membership = gossip.members();
+            let me = membership.borrow();
+            LocalNode {
+                id: id.clone(),
+                incarnation: replica.actor().incarnation,
+                cluster: me.local().cluster.to_string(),
+                http: me.local().http.clone(),
+                seeded,
+            }
+        };
+        let cluster = Arc::new(Cluster::follow(local, vnodes, gossip, backend.clone())?);
         let coordinator = Arc::new(Coordinator::new(
             replica.clone(),
             quorum,
@@ -113,13 +133,22 @@ impl Services {
         ));
         let (stop_tasks, tasks_stopped) = watch::channel(false);
         let board = Arc::new(StatusBoard::default());
+        let exchanger = Exchanger {
+            replica: replica.clone(),
+            transport: transport.clone(),
+            env,
+            call_timeout: ae_options.call_timeout,
+        };
+        let transfers = Transfers::spawn(
+            exchanger.clone(),
+            backend,
+            cluster.clone(),
+            hints.clone(),
+            TransferOptions::new(quorum.n, quorum.w, transfer_rate_bytes_per_s),
+            tasks_stopped.clone(),
+        );
         let exchanges = anti_entropy::spawn(
-            Exchanger {
-                replica: replica.clone(),
-                transport: transport.clone(),
-                env,
-                call_timeout: ae_options.call_timeout,
-            },
+            exchanger,
             cluster.clone(),
             hints.clone(),
             ae_options,
@@ -127,13 +156,20 @@ impl Services {
             tasks_stopped.clone(),
         );
         // Hints already kept are handed off even if this node no longer takes new ones.
-        let handoff =
-            handoff::spawn_replay(hints, cluster.clone(), transport, handoff, tasks_stopped);
+        let handoff = handoff::spawn_replay(
+            hints,
+            cluster.clone(),
+            transport,
+            handoff,
+            quorum.n,
+            tasks_stopped,
+        );
         Ok(Self {
             replica,
             cluster,
             coordinator,
             anti_entropy: board,
+            transfers,
             stop_tasks,
             handoff: Some(handoff),
             exchanges: Some(exchanges),
@@ -154,6 +190,7 @@ impl Services {
                 tracing::error!(error = %e, task = name, "a background task failed");
             }
         }
+        self.transfers.join().await;
     }
 }
 
@@ -170,6 +207,7 @@ impl Services {
         for task in [&self.handoff, &self.exchanges].into_iter().flatten() {
             task.abort();
         }
+        self.transfers.abort();
     }
 }
 

@@ -696,7 +696,27 @@ impl TestCluster {
         }
         let mut cluster = Self { nodes };
         cluster.wait_members_alive(count, READY_TIMEOUT).await?;
+        cluster.wait_ring(count, READY_TIMEOUT).await?;
         Ok(cluster)
+    }
+
+    /// Waits until every running node has a committed ring of `members` nodes and no
+    /// membership change in flight.
+    pub async fn wait_ring(&mut self, members: usize, timeout: Duration) -> anyhow::Result<()> {
+        let running = self.running_apis();
+        crate::http::wait_ring(&running, members, timeout)
+            .await
+            .map_err(|e| anyhow!(e))
+    }
+
+    fn running_apis(&mut self) -> Vec<(String, Api)> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|node| {
+                node.is_running()
+                    .then(|| (node.id().to_owned(), node.api()))
+            })
+            .collect()
     }
 
     /// The node with id `n{i}` (1-based, as the ids are).

@@ -560,6 +560,40 @@ pub async fn wait_members_alive(
     }
 }
 
+/// Polls every node's `/health` until each has a committed ring of `members` nodes and
+/// no membership change in flight (a new cluster forms its ring in a few layout
+/// exchanges after gossip connects); `Err` with the laggards at `within`.
+pub async fn wait_ring(
+    apis: &[(String, Api)],
+    members: usize,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let mut lagging = Vec::new();
+        for (id, api) in apis {
+            match api.try_health().await {
+                Ok(h) if h.ring_members == members && !h.change_in_flight => {}
+                Ok(h) => lagging.push(format!(
+                    "{id}: ring of {}, change in flight: {}",
+                    h.ring_members, h.change_in_flight
+                )),
+                Err(e) => lagging.push(format!("{id}: {e:#}")),
+            }
+        }
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the ring did not settle at {members} members within {within:?}: {}",
+                lagging.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Sums every sample of `name` (any labels) in a Prometheus text answer; 0 if absent.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()

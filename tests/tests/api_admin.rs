@@ -6,7 +6,9 @@ use ringkv_client::wire::{ClusterBody, HealthBody};
 use ringkv_tests::{NodeOptions, NodeProcess, b64, sorted, unb64};
 use serde_json::Value;
 
-/// `GET /health` and `GET /healthz` answer 200 `{"status":"ok","node":"n1","members_alive":1}`.
+/// `GET /health` and `GET /healthz` answer 200
+/// `{"status":"ok","node":"n1","members_alive":1,"ring_members":1,"change_in_flight":false}`:
+/// a node that starts a cluster alone has its ring before it serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_healthz_report_the_node() {
     let node = NodeProcess::start_single("n1").await.unwrap();
@@ -20,6 +22,8 @@ async fn health_and_healthz_report_the_node() {
             status: "ok".into(),
             node: "n1".into(),
             members_alive: 1,
+            ring_members: 1,
+            change_in_flight: false,
         };
         assert_eq!(body, expected, "GET {path}: {resp}");
     }

@@ -6,6 +6,7 @@
 
 mod bench;
 mod kv;
+mod ring;
 mod status;
 
 use std::ffi::OsString;
@@ -63,6 +64,13 @@ pub enum Command {
     /// Check every given node's /health; exit 0 only if all answer ok (for health
     /// checks, e.g. in a container image without curl).
     Health,
+    /// Decommission the first of --nodes: it hands every range it holds to the nodes
+    /// that own them without it, then leaves the ring and exits; follows the change
+    /// with a progress bar until then.
+    Leave(LeaveArgs),
+    /// Take a node that is down for good off the ring; the surviving replicas copy its
+    /// keys to their new homes.
+    Remove(RemoveArgs),
     /// Closed-loop load generator (YCSB-style workloads a, b, c, w): throughput
     /// and p50/p99/p99.9 latency.
     Bench(bench::BenchArgs),
@@ -120,6 +128,19 @@ pub struct GetArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LeaveArgs {
+    /// Return once the node has started leaving, without following it.
+    #[arg(long)]
+    pub no_follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The node's id.
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// The key.
     pub key: OsString,
@@ -150,6 +171,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Delete(args) => kv::delete(&client, args).await,
         Command::Status => status::status(&client).await,
         Command::Health => status::health(&client).await,
+        Command::Leave(args) => ring::leave(&client, !args.no_follow).await,
+        Command::Remove(args) => ring::remove(&client, &args.id).await,
         Command::Bench(_) => unreachable!("handled above"),
     }
 }

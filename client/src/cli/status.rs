@@ -69,19 +69,29 @@ pub async fn health(client: &Client) -> anyhow::Result<ExitCode> {
 fn render(cluster: &ClusterBody, held: &BTreeMap<String, HeldHints>) -> String {
     let mut members: Vec<_> = cluster.members.iter().collect();
     members.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut rows = vec![["ID", "STATE", "HTTP", "CLUSTER"]];
+    let mut rows = vec![["ID", "STATE", "RING", "HTTP", "CLUSTER"]];
     rows.extend(
         members
             .iter()
-            .map(|m| [&*m.id, &*m.state, &*m.http, &*m.cluster]),
+            .map(|m| [&*m.id, &*m.state, &*m.ring, &*m.http, &*m.cluster]),
     );
+    let t = &cluster.transfers;
+    let change = if t.in_flight {
+        format!(
+            "a change is in flight ({}/{} nodes hold their ranges)",
+            t.nodes_ready, t.nodes_total
+        )
+    } else {
+        "no change in flight".to_owned()
+    };
     let mut text = format!(
-        "node {} answered: n={} r={} w={}, {} members\n\n",
+        "node {} answered: n={} r={} w={}, {} members, ring epoch {}, {change}\n\n",
         cluster.node,
         cluster.n,
         cluster.r,
         cluster.w,
-        cluster.members.len()
+        cluster.members.len(),
+        t.epoch,
     );
     text.push_str(&table(&rows));
 
@@ -164,6 +174,7 @@ mod tests {
             http: http.to_owned(),
             cluster: cluster.to_owned(),
             state: state.to_owned(),
+            ring: "member".to_owned(),
         }
     }
 
@@ -186,6 +197,7 @@ mod tests {
             members,
             hints: HintsBody::default(),
             anti_entropy: Default::default(),
+            transfers: Default::default(),
         }
     }
 
@@ -203,11 +215,11 @@ mod tests {
             ("n3", &[("n10", 1), ("n2", 4)]),
         ]);
         let expected = "\
-node n1 answered: n=3 r=2 w=2, 2 members
+node n1 answered: n=3 r=2 w=2, 2 members, ring epoch 0, no change in flight
 
-ID   STATE    HTTP            CLUSTER
-n1   alive    10.0.0.1:8001   10.0.0.1:7001
-n10  suspect  127.0.0.1:8010  127.0.0.1:7010
+ID   STATE    RING    HTTP            CLUSTER
+n1   alive    member  10.0.0.1:8001   10.0.0.1:7001
+n10  suspect  member  127.0.0.1:8010  127.0.0.1:7010
 
 HOLDER  HINTS FOR OWNERS
 n1      n10=12

@@ -37,6 +37,10 @@ pub struct Outcome {
     pub keys_received: u64,
     /// The budget ran out before every difference was repaired.
     pub more: bool,
+    /// Partitions not compared: one side was rebuilding its tree.
+    pub partitions_unknown: u64,
+    /// Bytes of records moved, both ways.
+    pub bytes: u64,
 }
 
 /// The keys to push (this node's version differs or the peer lacks the key) and to
@@ -125,15 +129,14 @@ impl Exchanger {
         if theirs.len() != partitions.len() {
             return Err(Self::unexpected(peer, "tree_roots"));
         }
-        let mut differing: Vec<Partition> = partitions
-            .iter()
-            .zip(&theirs)
-            .filter(|(p, theirs)| match (self.replica.tree_root(**p), theirs) {
-                (Some(ours), Some(theirs)) => ours != *theirs,
-                _ => false,
-            })
-            .map(|(p, _)| *p)
-            .collect();
+        let mut differing: Vec<Partition> = Vec::new();
+        for (p, theirs) in partitions.iter().zip(&theirs) {
+            match (self.replica.tree_root(*p), theirs) {
+                (Some(ours), Some(theirs)) if ours != *theirs => differing.push(*p),
+                (Some(_), Some(_)) => {}
+                _ => outcome.partitions_unknown += 1,
+            }
+        }
         outcome.partitions_differing = differing.len() as u64;
         let split = differing.partition_point(|p| *p < cursor);
         differing.rotate_left(split);
@@ -159,6 +162,7 @@ impl Exchanger {
                 keys_left = keys_left.saturating_sub(changed.max(1));
                 let (sent, received, bytes) = self.repair(peer, diff).await?;
                 bytes_left = bytes_left.saturating_sub(bytes);
+                outcome.bytes += bytes as u64;
                 outcome.keys_sent += sent;
                 outcome.keys_received += received;
             }

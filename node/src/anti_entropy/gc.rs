@@ -5,7 +5,8 @@
 //! decides per key. Phase one asks every other ring member about a batch of the
 //! partition's tombstones (home replicas: "is this your record's state?"; everyone: "do
 //! you keep a hint for it?"); a key is purged only if every answer is yes, and only
-//! when every member is alive and the ring's members are the same before and after.
+//! when every member is alive, no membership change is in flight, and the layout is
+//! the same before and after.
 //! Phase two asks the other home replicas to purge each such key if its record still
 //! hashes the same (a write that landed meanwhile keeps it), then purges here.
 //!
@@ -119,7 +120,10 @@ pub async fn collect(
     }
     // Anything that changed while we asked (a member went down or joined) voids the round.
     let after = cluster.view();
-    if !stable(&after) || after.member_ids() != view.member_ids() {
+    if !stable(&after)
+        || after.member_ids() != view.member_ids()
+        || after.layout().epoch() != view.layout().epoch()
+    {
         return Ok(GcOutcome::default());
     }
     let purge: Vec<SegmentEntry> = tombstones
@@ -167,7 +171,9 @@ pub async fn collect(
     Ok(outcome)
 }
 
-/// Every member alive: a down one could hold an old version or a hint.
+/// Every member alive (a down one could hold an old version or a hint) and no
+/// membership change in flight (a partition's data may be on its way to new homes, or
+/// on a previous ring's replicas).
 fn stable(view: &View) -> bool {
-    view.all_alive()
+    view.all_alive() && !view.in_flight()
 }

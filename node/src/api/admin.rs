@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use http::{Response, StatusCode};
 use ringkv_client::wire::{
-    ClusterBody, HealthBody, HintsBody, MemberBody, ReplicaBody, ReplicasBody,
+    ClusterBody, HealthBody, HintsBody, MemberBody, ReplicaBody, ReplicasBody, RingChangeBody,
 };
 
 use super::params::decode_key;
@@ -12,10 +12,13 @@ use super::{ApiState, Body, reply};
 use crate::error::Result;
 
 pub fn health(state: &ApiState) -> Response<Body> {
+    let view = state.cluster.view();
     let body = HealthBody {
         status: "ok".into(),
         node: state.config.id.clone(),
-        members_alive: state.coordinator.members_alive(),
+        members_alive: view.members_alive(),
+        ring_members: view.layout().current().len(),
+        change_in_flight: view.in_flight(),
     };
     reply::json(StatusCode::OK, &body)
 }
@@ -32,14 +35,13 @@ pub fn metrics(state: &ApiState) -> Response<Body> {
 
 pub fn cluster(state: &ApiState) -> Response<Body> {
     let c = &state.config;
+    let view = state.cluster.view();
     let body = ClusterBody {
         node: c.id.clone(),
         n: c.quorum.n,
         r: c.quorum.r,
         w: c.quorum.w,
-        members: state
-            .cluster
-            .view()
+        members: view
             .members()
             .map(|m| MemberBody {
                 id: m.id.clone(),
@@ -52,14 +54,46 @@ pub fn cluster(state: &ApiState) -> Response<Body> {
                 } else {
                     m.state.as_str().into()
                 },
+                ring: view.ring_state(&m.id).as_str().into(),
             })
             .collect(),
         hints: HintsBody {
             pending: state.coordinator.hints_pending(),
         },
         anti_entropy: state.anti_entropy.snapshot(),
+        transfers: state.transfers.snapshot(),
     };
     reply::json(StatusCode::OK, &body)
+}
+
+/// `POST /admin/leave`: this node starts handing its ranges over.
+pub fn leave(state: &ApiState) -> Result<Response<Body>> {
+    let ring = crate::transfer::leave(&state.cluster)?;
+    Ok(reply::json(
+        StatusCode::ACCEPTED,
+        &RingChangeBody {
+            node: state.config.id.clone(),
+            ring: ring.as_str().into(),
+        },
+    ))
+}
+
+/// `POST /admin/remove/{id}`: takes a node that is down for good off the ring.
+pub fn remove(state: &ApiState, raw_id: &str) -> Result<Response<Body>> {
+    let id = percent_encoding::percent_decode_str(raw_id)
+        .decode_utf8()
+        .map_err(|_| crate::Error::BadRequest("the node id is not UTF-8".into()))?;
+    if id.is_empty() || id.contains('/') {
+        return Err(crate::Error::BadRequest(format!("{id:?} is not a node id")));
+    }
+    let ring = crate::transfer::remove(&state.cluster, &id)?;
+    Ok(reply::json(
+        StatusCode::ACCEPTED,
+        &RingChangeBody {
+            node: id.into_owned(),
+            ring: ring.as_str().into(),
+        },
+    ))
 }
 
 pub fn index(state: &ApiState) -> Response<Body> {

@@ -38,6 +38,7 @@ pub struct ApiState {
     pub coordinator: Arc<Coordinator>,
     pub cluster: Arc<Cluster>,
     pub anti_entropy: Arc<crate::anti_entropy::StatusBoard>,
+    pub transfers: Arc<crate::transfer::TransferBoard>,
     pub metrics: PrometheusHandle,
 }
 
@@ -67,6 +68,8 @@ pub const HTTP_OPS: &[(&str, StatusCode)] = &[
     ("health", StatusCode::OK),
     ("metrics", StatusCode::OK),
     ("cluster", StatusCode::OK),
+    ("admin_leave", StatusCode::ACCEPTED),
+    ("admin_remove", StatusCode::ACCEPTED),
     ("index", StatusCode::OK),
     ("other", StatusCode::NOT_FOUND),
 ];
@@ -88,7 +91,15 @@ async fn route(state: &ApiState, req: Request<Incoming>) -> Routed {
             _ => ("other", Ok(reply::method_not_allowed("GET"))),
         };
     }
+    if let Some(id) = path.strip_prefix("/admin/remove/") {
+        return match method {
+            Method::POST => ("admin_remove", admin::remove(state, id)),
+            _ => ("other", Ok(reply::method_not_allowed("POST"))),
+        };
+    }
     match (path.as_str(), method) {
+        ("/admin/leave", Method::POST) => ("admin_leave", admin::leave(state)),
+        ("/admin/leave", _) => ("other", Ok(reply::method_not_allowed("POST"))),
         ("/kv", Method::GET) => ("json_get", json::get(state, req).await),
         ("/kv", Method::PUT) => ("json_put", json::put(state, req).await),
         ("/kv", Method::DELETE) => ("json_delete", json::delete(state, req).await),

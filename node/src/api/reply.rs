@@ -51,6 +51,11 @@ pub fn error(e: &Error) -> Response<Body> {
             (b.acks, b.required) = (Some(*acks), Some(*required));
             (StatusCode::GATEWAY_TIMEOUT, b)
         }
+        Error::NotFound(_) => (
+            StatusCode::NOT_FOUND,
+            ErrorBody::new(codes::NOT_FOUND, message),
+        ),
+        Error::Conflict { code, .. } => (StatusCode::CONFLICT, ErrorBody::new(code, message)),
         Error::ShuttingDown => (
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorBody::new(codes::UNAVAILABLE, message),

@@ -32,10 +32,15 @@
 //! stale or missing ([`crate::repair`]). It never delays the reply, and at most a
 //! bounded number run at once.
 //!
+//! While a membership change is in flight ([`crate::membership`]), a write goes to the
+//! home replicas of every live ring and waits for `w` acknowledgements in each; reads
+//! use the committed ring only. With no change in flight there is one ring, and this
+//! is the plain quorum above.
+//!
 //! Caveats: reads count home replicas only (a stand-in holds hints, not a replica).
 //! Read repair only reaches the replicas a read asked: a replica a read at `r < n`
 //! skipped is repaired by reads that ask it (`r = n`, or a speculative read), by
-//! hinted handoff, or by anti-entropy (not built yet).
+//! hinted handoff, or by anti-entropy.
 //!
 //! Layout: [`read`] (the read path), [`write`] (coordinating a write), [`forward`]
 //! (to a home replica), [`peer`] (what other nodes' calls do here), [`quorum`] (the

@@ -83,6 +83,7 @@ impl PeerHandler for Coordinator {
                             })
                     }
                 }
+                PeerRequest::Layout(theirs) => self.layout_call(theirs).await,
                 other => self.anti_entropy_call(other).await,
             };
             result.unwrap_or_else(|e| {
@@ -94,6 +95,20 @@ impl PeerHandler for Coordinator {
 }
 
 impl Coordinator {
+    /// Merges a peer's cluster layout into this node's and answers with the result.
+    /// The merge stores the layout (fsync'ed) when it changed, so it runs where
+    /// blocking storage calls run.
+    async fn layout_call(&self, theirs: crate::membership::Layout) -> crate::Result<PeerResponse> {
+        theirs.check().map_err(Error::BadRequest)?;
+        let cluster = self.cluster.clone();
+        self.env
+            .blocking(move || {
+                cluster.merge_layout(&theirs)?;
+                Ok(PeerResponse::Layout((*cluster.layout()).clone()))
+            })
+            .await
+    }
+
     /// Serves a peer's anti-entropy or tombstone-GC call on the background thread (each
     /// reads or writes up to a few thousand records; foreground requests go first).
     async fn anti_entropy_call(&self, request: PeerRequest) -> crate::Result<PeerResponse> {
@@ -138,7 +153,9 @@ pub(super) fn to_wire(e: &Error) -> (PeerErrorKind, String) {
         Error::BadRequest(_)
         | Error::KeyTooLong { .. }
         | Error::ValueTooLarge { .. }
-        | Error::BadContext(_) => PeerErrorKind::BadRequest,
+        | Error::BadContext(_)
+        | Error::NotFound(_)
+        | Error::Conflict { .. } => PeerErrorKind::BadRequest,
         Error::ShuttingDown => PeerErrorKind::ShuttingDown,
         Error::Peer { .. }
         | Error::PeerUnreachable { .. }

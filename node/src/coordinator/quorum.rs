@@ -90,9 +90,115 @@ impl Tracker {
     }
 }
 
+/// A write's quorum while a layout change is in flight: `required` acknowledgements
+/// from the home replicas of each ring, where one node's reply counts for every ring
+/// it is a home replica of (a stand-in's, for every ring of the owner it stands in for).
+/// With one ring it is exactly a [`Tracker`].
+#[derive(Debug, Clone)]
+pub struct RingsTracker {
+    /// Per ring: its home replicas' ids and its tracker.
+    rings: Vec<(Vec<String>, Tracker)>,
+}
+
+impl RingsTracker {
+    /// `rings`: each ring's home replica ids and how many of them were asked (live
+    /// ones, and down ones that got a stand-in).
+    pub fn new(required: usize, rings: Vec<(Vec<String>, usize)>) -> Self {
+        assert!(!rings.is_empty(), "a write goes to at least one ring");
+        Self {
+            rings: rings
+                .into_iter()
+                .map(|(ids, asked)| (ids, Tracker::new(required, asked)))
+                .collect(),
+        }
+    }
+
+    /// The node `id` (or a stand-in for it) acknowledged.
+    pub fn ok(&mut self, id: &str) -> Progress {
+        for (ids, t) in &mut self.rings {
+            if ids.iter().any(|i| i == id) {
+                t.ok();
+            }
+        }
+        self.progress()
+    }
+
+    /// The node `id` failed and no stand-in is left to replace it.
+    pub fn fail(&mut self, id: &str) -> Progress {
+        for (ids, t) in &mut self.rings {
+            if ids.iter().any(|i| i == id) {
+                t.fail();
+            }
+        }
+        self.progress()
+    }
+
+    pub fn progress(&self) -> Progress {
+        let all: Vec<Progress> = self.rings.iter().map(|(_, t)| t.progress()).collect();
+        if all.contains(&Progress::Failed) {
+            Progress::Failed
+        } else if all.iter().all(|p| *p == Progress::Done) {
+            Progress::Done
+        } else {
+            Progress::Waiting
+        }
+    }
+
+    /// The ring furthest from its quorum, for errors.
+    fn worst(&self) -> &Tracker {
+        self.rings
+            .iter()
+            .map(|(_, t)| t)
+            .min_by_key(|t| (t.acks().min(t.required()), t.reachable()))
+            .expect("at least one ring")
+    }
+
+    pub fn insufficient(&self) -> Error {
+        self.worst().insufficient()
+    }
+
+    pub fn timed_out(&self) -> Error {
+        self.worst().timed_out()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_write_during_a_change_needs_its_quorum_in_every_ring() {
+        // n4 joins in place of n3: acks from n1 and n3 make W=2 in the old ring only.
+        let mut t = RingsTracker::new(
+            2,
+            vec![(ids(&["n1", "n2", "n3"]), 3), (ids(&["n1", "n2", "n4"]), 3)],
+        );
+        assert_eq!(t.ok("n1"), Progress::Waiting);
+        assert_eq!(
+            t.ok("n3"),
+            Progress::Waiting,
+            "only one ack in the new ring"
+        );
+        assert_eq!(t.ok("n4"), Progress::Done);
+        let mut t = RingsTracker::new(
+            2,
+            vec![(ids(&["n1", "n2", "n3"]), 3), (ids(&["n1", "n2", "n4"]), 3)],
+        );
+        t.ok("n1");
+        t.fail("n2");
+        assert_eq!(
+            t.fail("n4"),
+            Progress::Failed,
+            "the new ring cannot reach 2"
+        );
+        let mut one = RingsTracker::new(2, vec![(ids(&["n1", "n2", "n3"]), 3)]);
+        one.ok("n2");
+        assert_eq!(one.ok("n3"), Progress::Done, "one ring: a plain quorum");
+    }
 
     #[test]
     fn done_once_required_replies_arrive() {

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::quorum::{Progress, Tracker};
+use super::quorum::{Progress, RingsTracker};
 use super::{
     Coordinator, ReadOptions, Supersedes, WriteOptions, WriteOutcome, log_failed_reply, run_local,
 };
@@ -36,18 +36,19 @@ impl Coordinator {
         options: &WriteOptions,
     ) -> Result<WriteOutcome> {
         let deadline = Instant::now() + options.timeout;
-        let home = self.cluster.view().preference_list(key, self.quorum.n);
-        if home.iter().any(|p| p.local) {
+        let plan = self.cluster.view().write_plan(key, self.quorum.n);
+        if plan.includes_local() {
             self.write_here(key, value, supersedes, options, deadline)
                 .await
         } else {
-            self.forward_write(key, value, supersedes, options, &home, deadline)
+            self.forward_write(key, value, supersedes, options, &plan.homes, deadline)
                 .await
         }
     }
 
     /// Coordinates a write on this node: makes the dot, stores it, sends it to the
-    /// other home replicas and waits for `w` acknowledgements (this one included).
+    /// other home replicas and waits for `w` acknowledgements (this one included) in
+    /// every live ring (one, unless a layout change is in flight).
     /// With a sloppy quorum, a home replica that is down or fails is replaced by the
     /// next live stand-in past the home replicas, which keeps the write as a hint.
     pub(super) async fn write_here(
@@ -58,24 +59,45 @@ impl Coordinator {
         options: &WriteOptions,
         deadline: Instant,
     ) -> Result<WriteOutcome> {
-        let candidates = self.cluster.view().candidates(key);
-        let home_count = self.quorum.n.min(candidates.len());
-        let (home, rest) = candidates.split_at(home_count);
-        let others: Vec<&Peer> = home.iter().filter(|p| !p.local).collect();
+        let plan = self.cluster.view().write_plan(key, self.quorum.n);
+        let others: Vec<&Peer> = plan.homes.iter().filter(|p| !p.local).collect();
         let sloppy = options.sloppy && self.hinted_handoff;
         let mut standins: VecDeque<&Peer> = if sloppy {
-            rest.iter().filter(|p| p.is_live() && !p.local).collect()
+            plan.standins
+                .iter()
+                .filter(|p| p.is_live() && !p.local)
+                .collect()
         } else {
             VecDeque::new()
         };
-        let live_home = 1 + others.iter().filter(|p| p.is_live()).count();
-        let down_home = others.len() + 1 - live_home;
-        let reachable = live_home + down_home.min(standins.len());
-        if options.w > reachable {
-            return Err(Error::InsufficientReplicas {
-                live: reachable,
-                required: options.w,
-            });
+        // Down home replicas get the first stand-ins, in the plan's order; a ring counts
+        // its live home replicas and its down ones that got a stand-in.
+        let mut first_standin: Vec<(&Peer, Option<&Peer>)> = Vec::with_capacity(others.len());
+        for peer in &others {
+            let standin = if peer.is_live() {
+                None
+            } else {
+                standins.pop_front()
+            };
+            first_standin.push((peer, standin));
+        }
+        let covered = |id: &str| {
+            id == self.node_id
+                || first_standin
+                    .iter()
+                    .any(|(p, s)| p.id == id && (p.is_live() || s.is_some()))
+        };
+        let mut rings = Vec::with_capacity(plan.rings.len());
+        for homes in &plan.rings {
+            let ids: Vec<String> = homes.iter().map(|p| p.id.clone()).collect();
+            let asked = ids.iter().filter(|id| covered(id)).count();
+            if options.w > asked {
+                return Err(Error::InsufficientReplicas {
+                    live: asked,
+                    required: options.w,
+                });
+            }
+            rings.push((ids, asked));
         }
         let context = match supersedes {
             Supersedes::Context(vv) => vv,
@@ -106,11 +128,11 @@ impl Coordinator {
         })
         .await?;
 
-        let mut tracker = Tracker::new(options.w, reachable);
+        let mut tracker = RingsTracker::new(options.w, rings);
         let mut acks = vec![self.node_id.clone()];
         let mut hinted = Vec::new();
-        tracker.ok();
-        let (tx, mut replies) = mpsc::channel(candidates.len().max(1));
+        tracker.ok(&self.node_id);
+        let (tx, mut replies) = mpsc::channel(plan.homes.len() + plan.standins.len() + 1);
         let merge = || PeerRequest::Merge {
             key: key.to_vec(),
             clock: clock.clone(),
@@ -122,10 +144,10 @@ impl Coordinator {
             clock: clock.clone(),
             sync,
         };
-        for peer in &others {
+        for (peer, standin) in first_standin {
             if peer.is_live() {
                 self.spawn_call(peer, merge(), deadline, Target::Home(peer.id.clone()), &tx);
-            } else if let Some(standin) = standins.pop_front() {
+            } else if let Some(standin) = standin {
                 let target = Target::Standin {
                     owner: peer.id.clone(),
                     standin: standin.id.clone(),
@@ -158,13 +180,13 @@ impl Coordinator {
             };
             match (target, outcome) {
                 (Target::Home(id), Ok(PeerResponse::Merged)) => {
+                    tracker.ok(&id);
                     acks.push(id);
-                    tracker.ok();
                 }
                 (Target::Standin { owner, standin }, Ok(PeerResponse::Hinted)) => {
+                    tracker.ok(&owner);
                     acks.push(standin.clone());
                     hinted.push((owner, standin));
-                    tracker.ok();
                 }
                 (target, outcome) => {
                     let owner = match target {
@@ -187,7 +209,7 @@ impl Coordinator {
                             self.spawn_call(standin, hint(&owner), deadline, next, &tx);
                         }
                         None => {
-                            tracker.fail();
+                            tracker.fail(&owner);
                         }
                     }
                 }

@@ -79,46 +79,81 @@ pub fn spawn_replay(
     cluster: Arc<Cluster>,
     peers: Arc<dyn PeerTransport>,
     options: HandoffOptions,
+    n: usize,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let changes = cluster.changes();
     let is_live = {
         let cluster = cluster.clone();
         move |owner: &str| {
-            cluster
-                .view()
-                .peer(owner)
-                .is_some_and(|p| p.is_live() && !p.local)
+            let view = cluster.view();
+            rerouted(&view, owner) || view.peer(owner).is_some_and(|p| p.is_live() && !p.local)
         }
     };
     let timeout = options.call_timeout;
     let send = move |owner: String, key: Vec<u8>, clock: Clock| {
         let (cluster, peers) = (cluster.clone(), peers.clone());
         async move {
-            let peer = cluster.view().peer(&owner).ok_or_else(|| Error::Peer {
-                peer: owner.clone(),
-                reason: "no longer a member".into(),
-            })?;
-            let request = PeerRequest::Merge {
-                key,
-                clock,
-                sync: false,
+            let view = cluster.view();
+            let targets = if rerouted(&view, &owner) {
+                // The owner is off the ring (or this node is): the key's home replicas
+                // take the write instead, every live one of them.
+                let homes: Vec<_> = view
+                    .preference_list(&key, n)
+                    .into_iter()
+                    .filter(|p| !p.local && p.is_live())
+                    .collect();
+                if homes.is_empty() {
+                    return Err(Error::Peer {
+                        peer: owner,
+                        reason: "off the ring, and no home replica of the key is live".into(),
+                    });
+                }
+                homes
+            } else {
+                vec![view.peer(&owner).ok_or_else(|| Error::Peer {
+                    peer: owner.clone(),
+                    reason: "no longer a member".into(),
+                })?]
             };
-            match peers.call(peer.cluster, request, timeout).await? {
-                PeerResponse::Merged => Ok(()),
-                PeerResponse::Error { kind, message } => Err(Error::Peer {
-                    peer: owner,
-                    reason: format!("refused the merge ({kind:?}): {message}"),
-                }),
-                // Not its Debug form: a stray reply may carry a whole clock.
-                _ => Err(Error::Peer {
-                    peer: owner,
-                    reason: "answered a merge with another kind of reply".into(),
-                }),
+            for peer in targets {
+                let request = PeerRequest::Merge {
+                    key: key.clone(),
+                    clock: clock.clone(),
+                    sync: false,
+                };
+                match peers.call(peer.cluster, request, timeout).await? {
+                    PeerResponse::Merged => {}
+                    PeerResponse::Error { kind, message } => {
+                        return Err(Error::Peer {
+                            peer: peer.id,
+                            reason: format!("refused the merge ({kind:?}): {message}"),
+                        });
+                    }
+                    // Not its Debug form: a stray reply may carry a whole clock.
+                    _ => {
+                        return Err(Error::Peer {
+                            peer: peer.id,
+                            reason: "answered a merge with another kind of reply".into(),
+                        });
+                    }
+                }
             }
+            Ok(())
         }
     };
     tokio::spawn(run_replay(hints, changes, is_live, send, options, shutdown))
+}
+
+/// True when hints for `owner` go to the key's home replicas instead of to it: the
+/// owner is off the ring for good (removed, or left), or this node is (it hands its
+/// hints over before it departs).
+fn rerouted(view: &crate::cluster::View, owner: &str) -> bool {
+    use crate::membership::RingState;
+    let gone = |id: &str| {
+        matches!(view.ring_state(id), RingState::Removed) && view.layout().entry(id).is_some()
+    };
+    gone(owner) || gone(view.local())
 }
 
 /// The replay task's loop, apart from the cluster and the network: a round on every

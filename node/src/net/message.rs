@@ -6,12 +6,13 @@
 
 use bincode::{Decode, Encode};
 
+use crate::membership::Layout;
 use crate::version::{Clock, SegmentEntry, VersionVector};
 
 /// Version of the peer protocol; a peer speaking another one is refused. Version 2
 /// carries a batch of calls in each message; version 3 adds anti-entropy and tombstone
-/// GC.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// GC; version 4 the cluster layout.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Most calls in one message: a message with more (or none) is refused whole.
 pub const BATCH_CALLS_MAX: usize = 256;
@@ -82,6 +83,9 @@ pub enum PeerRequest {
     /// Tombstone GC, second phase: purge each key whose record still hashes to the
     /// given value and holds only tombstones.
     Purge { keys: Vec<SegmentEntry> },
+    /// Membership: merge the sender's cluster layout and answer with the receiver's
+    /// (merged) one, so one call brings both sides up to date.
+    Layout(Layout),
 }
 
 impl PeerRequest {
@@ -97,6 +101,7 @@ impl PeerRequest {
         "sync",
         "tombstone_check",
         "purge",
+        "layout",
     ];
 
     /// The request's kind, as metrics and traces label it.
@@ -112,6 +117,7 @@ impl PeerRequest {
             PeerRequest::Sync { .. } => "sync",
             PeerRequest::TombstoneCheck { .. } => "tombstone_check",
             PeerRequest::Purge { .. } => "purge",
+            PeerRequest::Layout(_) => "layout",
         }
     }
 
@@ -143,6 +149,7 @@ impl PeerRequest {
             PeerRequest::TombstoneCheck { keys, .. } | PeerRequest::Purge { keys } => {
                 keys.iter().map(|e| e.key.len() + 8).sum()
             }
+            PeerRequest::Layout(layout) => layout.nodes().len() * 128,
         }
     }
 }
@@ -182,6 +189,7 @@ pub enum PeerResponse {
     /// One answer per key asked.
     TombstoneChecked(Vec<bool>),
     Purged(u32),
+    Layout(Layout),
     Error {
         kind: PeerErrorKind,
         message: String,

@@ -172,6 +172,53 @@ impl Replica {
     /// Recomputes the partition's leaves from its records, stores them and clears its
     /// dirty mark. Writes to the partition wait meanwhile (it is one range scan: about
     /// 1/1024 of the store).
+    /// True when this replica holds any record of `partition`.
+    pub fn holds_partition(&self, partition: Partition) -> Result<bool> {
+        let prefix = layout::partition_prefix(partition);
+        Ok(!self
+            .backend
+            .scan_prefix(Cf::Data, &prefix, &prefix, 1)?
+            .is_empty())
+    }
+
+    /// Deletes every record of `partition`, for a node that is no longer one of its
+    /// home replicas once its new home replicas hold it; returns the keys dropped.
+    /// Holds the partition's write lock, so no write of it lands halfway.
+    pub fn drop_partition(&self, partition: Partition) -> Result<u64> {
+        let _exclusive = self.write_partition(partition);
+        let prefix = layout::partition_prefix(partition);
+        let mut dropped = 0;
+        loop {
+            let records = self
+                .backend
+                .scan_prefix(Cf::Data, &prefix, &prefix, SCAN_BATCH_KEYS)?;
+            if records.is_empty() {
+                break;
+            }
+            let mut batch = Batch::new();
+            for (stored_key, _) in &records {
+                batch.delete(Cf::Data, stored_key.clone());
+                batch.delete(Cf::Tombstones, stored_key.clone());
+                if let Some(key) = layout::user_key(stored_key) {
+                    self.cache.forget(key);
+                }
+            }
+            dropped += records.len() as u64;
+            self.backend.write(batch, false)?;
+        }
+        let mut batch = Batch::new();
+        for segment in 0..SEGMENTS {
+            let place = Place {
+                partition,
+                segment: segment as u8,
+            };
+            batch.put(Cf::Tree, place.prefix(), 0u64.to_le_bytes());
+            self.tree.set(place, 0);
+        }
+        self.backend.write(batch, false)?;
+        Ok(dropped)
+    }
+
     pub fn rebuild_partition(&self, partition: Partition) -> Result<TreeRebuild> {
         let started = Instant::now();
         let _exclusive = self.write_partition(partition);

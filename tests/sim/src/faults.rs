@@ -44,8 +44,15 @@ impl fmt::Display for Fault {
     }
 }
 
-/// `count` faults over `span`, on `hosts` hosts, drawn from `seed`.
-pub fn plan(seed: u64, count: usize, hosts: usize, span: Duration) -> Vec<Fault> {
+/// `count` faults over `span`, on `hosts` hosts but those in `exclude` (the hosts that
+/// join, leave or are removed), drawn from `seed`.
+pub fn plan(
+    seed: u64,
+    count: usize,
+    hosts: usize,
+    exclude: &[usize],
+    span: Duration,
+) -> Vec<Fault> {
     let mut rng = SimRng::derive(seed, "faults");
     let mut faults: Vec<Fault> = Vec::with_capacity(count);
     let slot_ms = span.as_millis() as u64 / count.max(1) as u64;
@@ -72,7 +79,9 @@ pub fn plan(seed: u64, count: usize, hosts: usize, span: Duration) -> Vec<Fault>
             .filter(|f| f.at < at + length && at < f.at + f.length)
             .flat_map(|f| f.hosts.iter().copied())
             .collect();
-        let mut free: Vec<usize> = (0..hosts).filter(|h| !busy.contains(h)).collect();
+        let mut free: Vec<usize> = (0..hosts)
+            .filter(|h| !busy.contains(h) && !exclude.contains(h))
+            .collect();
         let room = 2usize.saturating_sub(busy.len());
         if room == 0 || free.is_empty() {
             cursor_ms += 500;
@@ -104,8 +113,12 @@ mod tests {
         // Replays need the same plan; the two-host bound keeps quorums possible.
         let span = Duration::from_secs(90);
         for seed in 0..50 {
-            let a = plan(seed, 20, 5, span);
-            let b = plan(seed, 20, 5, span);
+            let a = plan(seed, 20, 5, &[4], span);
+            let b = plan(seed, 20, 5, &[4], span);
+            assert!(
+                a.iter().all(|f| !f.hosts.contains(&4)),
+                "seed {seed}: an excluded host faulted"
+            );
             assert_eq!(format!("{a:?}"), format!("{b:?}"));
             // The number of hosts under a fault only rises at a fault's start.
             for f in &a {

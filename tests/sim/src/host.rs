@@ -36,6 +36,8 @@ pub struct Host {
     seed: u64,
     quorum: Quorum,
     pub boot: u64,
+    /// Off the ring for good (left, or removed): never booted again.
+    pub gone: bool,
     services: Option<Services>,
 }
 
@@ -60,6 +62,7 @@ impl Host {
             seed: rng.next_u64(),
             quorum,
             boot: 0,
+            gone: false,
             services: None,
         }
     }
@@ -74,6 +77,11 @@ impl Host {
 
     pub fn cluster(&self) -> Option<Arc<Cluster>> {
         self.services.as_ref().map(|s| s.cluster.clone())
+    }
+
+    /// Turns true once the running process has left the ring and handed everything over.
+    pub fn departed(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.services.as_ref().map(|s| s.transfers.departed.clone())
     }
 
     /// Anti-entropy's counters of the running process.
@@ -131,6 +139,8 @@ impl Host {
             },
             handoff: HandoffOptions::default(),
             anti_entropy: AntiEntropyOptions::new(Some(AE_INTERVAL), self.quorum.n),
+            transfer_rate_bytes_per_s: None,
+            seeded: !self.seeds.is_empty(),
             backend,
             gossip,
             transport,

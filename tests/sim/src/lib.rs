@@ -25,6 +25,7 @@ pub mod clock;
 pub mod disk;
 pub mod faults;
 pub mod host;
+pub mod membership;
 pub mod net;
 pub mod rng;
 pub mod run;

@@ -38,9 +38,13 @@ struct Cli {
     /// Plant a bug the checker must catch.
     #[arg(long, value_enum)]
     bug: Option<Bug>,
-    /// Hosts in the cluster.
+    /// Hosts in the cluster (with --membership, one of them joins later; use 6).
     #[arg(long, default_value_t = 5)]
     hosts: usize,
+    /// Membership changes during the run: the last host joins, one leaves, one is
+    /// crashed for good and removed.
+    #[arg(long)]
+    membership: bool,
     /// Client operations per seed.
     #[arg(long, default_value_t = 2000)]
     ops: usize,
@@ -92,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         faults: cli.faults,
         lose_acked_writes: cli.bug == Some(Bug::LoseAckedWrites),
         keep_log: cli.print_trace,
+        membership: cli.membership,
         ..SimOptions::default()
     };
     let threads = cli

@@ -14,6 +14,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use crate::clock;
 use crate::faults::{self, Fault, FaultKind};
 use crate::host::{self, Host};
+use crate::membership;
 use crate::net::{Net, NetConfig};
 use crate::rng::SimRng;
 use crate::trace;
@@ -32,6 +33,9 @@ pub struct SimOptions {
     pub lose_acked_writes: bool,
     /// Keep the trace's events as text.
     pub keep_log: bool,
+    /// Membership changes during the run: the last host joins, one host leaves, one
+    /// is crashed for good and removed.
+    pub membership: bool,
 }
 
 impl Default for SimOptions {
@@ -44,6 +48,7 @@ impl Default for SimOptions {
             keys: 40,
             lose_acked_writes: false,
             keep_log: false,
+            membership: false,
         }
     }
 }
@@ -71,7 +76,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> SeedReport {
     runtime.block_on(simulate(seed, options.clone()))
 }
 
-type Hosts = Arc<Vec<AsyncMutex<Host>>>;
+pub(crate) type Hosts = Arc<Vec<AsyncMutex<Host>>>;
 
 async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
     clock::start();
@@ -122,7 +127,11 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
             log: trace.take_log(),
         }
     };
-    for i in 0..options.hosts {
+    let changes = options
+        .membership
+        .then(|| membership::Changes::draw(seed, options.hosts));
+    let spare = changes.as_ref().map(|c| c.joiner);
+    for i in (0..options.hosts).filter(|i| Some(*i) != spare) {
         if let Err(e) = boot(&hosts, &directory, &net, i).await {
             return fail(format!("host n{} did not start: {e:#}", i + 1));
         }
@@ -132,10 +141,12 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
     }
     trace!(trace, "cluster formed");
 
-    // Clients and faults together; the faults span the time the clients need.
+    // Clients, faults and membership changes together; the faults span the time the
+    // clients need.
     let span = Duration::from_millis(options.faults as u64 * 4_500);
     let think_ms = span.as_millis() as u64 * options.clients as u64 / options.ops.max(1) as u64;
-    let plan = faults::plan(seed, options.faults, options.hosts, span);
+    let exclude: Vec<usize> = changes.iter().flat_map(|c| c.hosts()).collect();
+    let plan = faults::plan(seed, options.faults, options.hosts, &exclude, span);
     let shared = Arc::new(Shared {
         directory: directory.clone(),
         net: net.clone(),
@@ -159,10 +170,20 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
             tokio::spawn(async move { inject(fault, hosts, directory, net, trace).await })
         })
         .collect();
+    let membership_task = changes.clone().map(|c| {
+        let (hosts, directory, net, trace) =
+            (hosts.clone(), directory.clone(), net.clone(), trace.clone());
+        tokio::spawn(async move { c.run(span, hosts, directory, net, trace).await })
+    });
     for task in fault_tasks {
         if let Ok(Err(e)) | Err(e) = task.await.map_err(anyhow::Error::from) {
             return fail(format!("a fault could not be injected or healed: {e:#}"));
         }
+    }
+    if let Some(task) = membership_task
+        && let Ok(Err(e)) | Err(e) = task.await.map_err(anyhow::Error::from)
+    {
+        return fail(format!("a membership change did not complete: {e:#}"));
     }
     for task in clients {
         let _ = task.await;
@@ -172,9 +193,10 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
     // Heal: every link back, every host up, membership whole, hints delivered.
     net.heal_all();
     for i in 0..options.hosts {
-        if !hosts[i].lock().await.is_up()
-            && let Err(e) = boot(&hosts, &directory, &net, i).await
-        {
+        let host = hosts[i].lock().await;
+        let down = !host.is_up() && !host.gone;
+        drop(host);
+        if down && let Err(e) = boot(&hosts, &directory, &net, i).await {
             return fail(format!("host n{} did not restart: {e:#}", i + 1));
         }
     }
@@ -244,7 +266,12 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
     }
 }
 
-async fn boot(hosts: &Hosts, directory: &Directory, net: &Net, i: usize) -> anyhow::Result<()> {
+pub(crate) async fn boot(
+    hosts: &Hosts,
+    directory: &Directory,
+    net: &Net,
+    i: usize,
+) -> anyhow::Result<()> {
     let mut host = hosts[i].lock().await;
     host.start(net).await?;
     let entry = host.coordinator().map(|c| (c, host.boot));
@@ -252,7 +279,7 @@ async fn boot(hosts: &Hosts, directory: &Directory, net: &Net, i: usize) -> anyh
     Ok(())
 }
 
-fn crash(host: &mut Host, directory: &Directory, net: &Net) {
+pub(crate) fn crash(host: &mut Host, directory: &Directory, net: &Net) {
     directory.lock().unwrap_or_else(|p| p.into_inner())[host.index].1 = None;
     host.crash(net);
 }
@@ -312,19 +339,39 @@ async fn inject(
     Ok(())
 }
 
-/// Waits until every host sees every host alive.
+/// Waits until every running host sees every running host alive, on a committed ring
+/// of all of them with no membership change in flight (hosts not started yet, and
+/// hosts gone for good, aside).
 async fn wait_formed(hosts: &Hosts, within: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let mut short = Vec::new();
+        let mut expected = 0;
         for h in hosts.iter() {
             let h = h.lock().await;
+            if h.is_up() || (h.boot > 0 && !h.gone) {
+                expected += 1;
+            }
+        }
+        for h in hosts.iter() {
+            let h = h.lock().await;
+            if h.gone || h.boot == 0 {
+                continue;
+            }
             let Some(cluster) = h.cluster() else {
                 short.push(format!("{} is down", h.id));
                 continue;
             };
             let view = cluster.view();
-            if view.members_alive() < hosts.len() {
+            let ring = view.layout().current().len();
+            if ring != expected || view.in_flight() {
+                short.push(format!(
+                    "{} has a ring of {ring}, change in flight: {}",
+                    h.id,
+                    view.in_flight()
+                ));
+            }
+            if view.members_alive() < expected {
                 let others: Vec<String> = view
                     .members()
                     .filter(|m| m.id != h.id && m.state != ringkv_gossip::MemberState::Alive)
