@@ -43,6 +43,7 @@ pub struct Node {
     stop_peer: watch::Sender<bool>,
     peer_server: JoinHandle<()>,
     upkeep: JoinHandle<()>,
+    member_changes: JoinHandle<()>,
 }
 
 impl Node {
@@ -81,7 +82,7 @@ impl Node {
             },
             handoff: HandoffOptions::default(),
             anti_entropy: AntiEntropyOptions::new(config.anti_entropy_interval, config.quorum.n),
-            backend,
+            backend: backend.clone(),
             gossip,
             transport,
             env,
@@ -113,7 +114,12 @@ impl Node {
             cluster: services.cluster.clone(),
             anti_entropy: services.anti_entropy.clone(),
             metrics: handle,
+            backend,
+            stats: Default::default(),
+            started: std::time::Instant::now(),
+            peer_stats: Default::default(),
         });
+        let member_changes = tokio::spawn(metrics::count_member_changes(services.cluster.clone()));
         let (stop_http, http_stopped) = watch::channel(false);
         let http_server = tokio::spawn(api::serve(listener, state, http_stopped));
         tracing::info!(node = %config.id, http = %http_addr, "serving HTTP");
@@ -125,6 +131,7 @@ impl Node {
             stop_peer,
             peer_server,
             upkeep,
+            member_changes,
         })
     }
 
@@ -146,6 +153,7 @@ impl Node {
             tracing::error!(error = %e, "the peer server task failed");
         }
         self.upkeep.abort();
+        self.member_changes.abort();
         let replica = self.services.replica.clone();
         tokio::task::spawn_blocking(move || replica.flush())
             .await
