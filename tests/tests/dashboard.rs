@@ -2,8 +2,9 @@
 //! WebDriver: against a 3-node cluster it shows the members alive and the ring's
 //! partitions, shows a killed node down within 15 s, shows live figures, writes and
 //! reads back through its console, shows two blind writes as two siblings and
-//! resolves them with their context, and makes no request to any other host. It
-//! saves a screenshot (see `browser::screenshot_dir`).
+//! resolves them with their context, makes no request to any other host, and asks
+//! for an API token once on a 401. It saves a screenshot (see
+//! `browser::screenshot_dir`).
 //!
 //! Without chromium and chromedriver (`.ci/deps test` installs Debian's `chromium`
 //! and `chromium-driver` where apt works) the tests print `SKIPPED:` and pass.
@@ -264,6 +265,43 @@ async fn the_dashboard_shows_the_cluster_and_its_console_works_in_a_browser() {
         .await
         .unwrap();
     assert_eq!(refused, Value::Array(vec![]), "CSP violations");
+
+    // With --api-token-file the node answers 401 without a token; here the page's
+    // fetch is made to answer so (the node's side is tested with that flag): the page
+    // asks once, then sends the token on every call, polls and console alike.
+    b.eval(
+        "const real = window.fetch.bind(window); \
+         window.fetch = (path, options) => { \
+           const auth = new Headers((options || {}).headers || {}).get('Authorization'); \
+           if (auth !== 'Bearer s3cret') return Promise.resolve(new Response( \
+             '{\"error\":\"unauthorized\",\"message\":\"no valid bearer token\"}', \
+             { status: 401, headers: { 'content-type': 'application/json' } })); \
+           return real(path, options); }; \
+         return null;",
+    )
+    .await
+    .unwrap();
+    b.wait_for(
+        "the token form",
+        Duration::from_secs(5),
+        "return !document.getElementById('token-form').hidden;",
+        |v| v == &Value::Bool(true),
+    )
+    .await
+    .unwrap();
+    fill(&b, "token-input", "s3cret").await;
+    let submit = b.find("#token-submit").await.unwrap();
+    b.click(&submit).await.unwrap();
+    fill(&b, "kv-key", "dashboard-key").await;
+    console(&b, "kv-get", "200").await;
+    let kept = b
+        .eval(
+            "return [sessionStorage.getItem('ringkv.api-token'), \
+                     document.getElementById('token-form').hidden];",
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, serde_json::json!(["s3cret", true]));
 
     load.store(true, Ordering::Relaxed);
     b.close().await;
