@@ -255,3 +255,86 @@ pub struct ReplicasBody {
     pub preference_list: Vec<String>,
     pub replicas: Vec<ReplicaBody>,
 }
+
+/// `GET /stats`: one node's recent requests (the last few complete seconds), the
+/// hints it keeps and its store, for the dashboard's live view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsBody {
+    pub node: String,
+    pub uptime_ms: u64,
+    /// Seconds the rates and quantiles are over.
+    pub window_s: u64,
+    /// KV requests (raw and JSON) only: the dashboard's own polling is not counted.
+    pub reads_per_s: f64,
+    pub writes_per_s: f64,
+    /// KV answers with a 5xx status, per second.
+    pub errors_per_s: f64,
+    /// Latency of the KV requests in the window; `null` when there were none.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Since start.
+    pub reads_total: u64,
+    pub writes_total: u64,
+    pub errors_total: u64,
+    /// Hints this node keeps, per intended owner.
+    pub hints_pending: BTreeMap<String, u64>,
+    /// The store; `null` where the engine reports nothing (in-memory stores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageBody>,
+}
+
+/// RocksDB's own figures, summed over its column families.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StorageBody {
+    /// Bytes of the live SST files.
+    pub sst_bytes: u64,
+    /// Bytes in memtables (active, immutable and pinned).
+    pub memtable_bytes: u64,
+    /// Bytes compaction estimates it still has to rewrite.
+    pub pending_compaction_bytes: u64,
+    /// RocksDB's estimate of the keys stored (all column families).
+    pub estimated_keys: u64,
+}
+
+/// `GET /stats?cluster=true`: every member's `/stats`, fetched by the asked node, so
+/// that a page served by one node needs no request to any other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatsBody {
+    /// The node that answered.
+    pub node: String,
+    pub nodes: Vec<MemberStatsBody>,
+}
+
+/// One member in [`ClusterStatsBody`]: its stats, or why there are none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberStatsBody {
+    pub id: String,
+    /// Liveness as the asked node's gossip sees it.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<StatsBody>,
+    /// `down (gossip)`, `unreachable: …`, `timeout`, `HTTP 401`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /ring`: how the ring's partitions fall on the members, from the asked node's
+/// view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingBody {
+    pub node: String,
+    pub n: usize,
+    /// Partitions of the key space (fixed).
+    pub partitions: usize,
+    pub owners: Vec<RingOwnerBody>,
+}
+
+/// One member's share of the ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingOwnerBody {
+    pub id: String,
+    /// Partitions whose preference list starts with this member.
+    pub primary_partitions: usize,
+    /// Partitions of which it is one of the N home replicas.
+    pub home_partitions: usize,
+}

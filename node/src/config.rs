@@ -10,6 +10,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::coordinator::Quorum;
 use crate::error::{Error, Result};
+use crate::logging::LogFormat;
 
 /// `ringkv-node`: a node of a ringkv cluster, or `ringkv-node dev` for a local one.
 #[derive(Debug, Parser)]
@@ -140,6 +141,9 @@ pub struct NodeArgs {
     /// per core each (docs/benchmarks.md).
     #[arg(long, env = "RINGKV_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// How log lines are written: `text` (`[n1] …`) or `json` (one object per line).
+    #[arg(long, env = "RINGKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Upper bounds that keep a typo from becoming an outage.
@@ -182,6 +186,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// How log lines are written.
+    pub log_format: LogFormat,
 }
 
 fn check(ok: bool, message: impl FnOnce() -> String) -> Result<()> {
@@ -315,6 +321,7 @@ impl Config {
             worker_threads,
             drain_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_millis(args.header_timeout_ms),
+            log_format: args.log_format,
         })
     }
 }
@@ -445,6 +452,27 @@ mod tests {
         assert_eq!(bytes(&["--record-cache-mb", "0"]).unwrap(), 0);
         let err = bytes(&["--record-cache-mb", "99999999"]).unwrap_err();
         assert!(err.to_string().contains("--record-cache-mb"), "{err}");
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        // Proves --log-format defaults to text, takes json, and refuses anything else.
+        assert_eq!(
+            Config::from_args(args(&[])).unwrap().log_format,
+            LogFormat::Text
+        );
+        let json = Config::from_args(args(&["--log-format", "json"])).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        let argv = [
+            "ringkv-node",
+            "--id",
+            "n1",
+            "--data-dir",
+            "/x",
+            "--log-format",
+            "xml",
+        ];
+        assert!(Cli::try_parse_from(argv).is_err());
     }
 
     #[test]

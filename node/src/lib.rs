@@ -34,6 +34,7 @@ pub mod node;
 pub mod repair;
 pub mod replica;
 pub mod services;
+pub mod stats;
 pub mod storage;
 pub mod transfer;
 pub mod version;

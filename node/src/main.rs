@@ -18,11 +18,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // The dev supervisor only waits on its children: one thread does.
         Some(Command::Dev(args)) => {
-            logging::init("dev");
+            logging::init("dev", logging::LogFormat::Text);
             runtime(1).and_then(|rt| rt.block_on(ringkv_node::dev::run(args)))
         }
         None => Config::from_args(cli.node).and_then(|config| {
-            logging::init(&config.id);
+            logging::init(&config.id, config.log_format);
             runtime(config.worker_threads)?.block_on(run(config))
         }),
     };

@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests answered, labelled by `op` and `status`.
 pub const HTTP_REQUESTS: &str = "ringkv_http_requests_total";
-/// Request latency in seconds, labelled by `op`.
+/// Request latency in seconds, labelled by `op` and `status`.
 pub const HTTP_DURATION: &str = "ringkv_http_request_duration_seconds";
 /// Stored records that failed their crc or did not decode (treated as missing).
 pub const CORRUPT_RECORDS: &str = "ringkv_storage_corrupt_records_total";
@@ -68,9 +68,10 @@ fn register_at_zero(http_ops: &[(&'static str, http::StatusCode)]) {
     };
     for &(op, status) in http_ops {
         let status = status.as_str().to_owned();
-        metrics::counter!(HTTP_REQUESTS, "op" => op, "status" => status).increment(0);
-        let _ = metrics::histogram!(HTTP_DURATION, "op" => op);
+        metrics::counter!(HTTP_REQUESTS, "op" => op, "status" => status.clone()).increment(0);
+        let _ = metrics::histogram!(HTTP_DURATION, "op" => op, "status" => status);
     }
+    register_observability_at_zero();
     for &op in PeerRequest::OPS {
         for &outcome in PEER_CALL_OUTCOMES {
             metrics::counter!(PEER_CALLS, "op" => op, "outcome" => outcome).increment(0);
@@ -132,7 +133,7 @@ fn describe() {
     metrics::describe_histogram!(
         HTTP_DURATION,
         metrics::Unit::Seconds,
-        "HTTP request latency, by operation."
+        "HTTP request latency, by operation and status."
     );
     metrics::describe_counter!(
         CORRUPT_RECORDS,
@@ -199,6 +200,7 @@ fn describe() {
     );
     describe_anti_entropy();
     describe_transfers();
+    describe_observability();
 }
 
 /// Folds recorded histogram samples into their buckets; keeps memory flat.
@@ -209,8 +211,9 @@ pub fn upkeep(handle: &PrometheusHandle) {
 /// Counts one answered HTTP request.
 pub fn http_request(op: &'static str, status: http::StatusCode, elapsed: Duration) {
     let status = status.as_str().to_owned();
-    metrics::counter!(HTTP_REQUESTS, "op" => op, "status" => status).increment(1);
-    metrics::histogram!(HTTP_DURATION, "op" => op).record(elapsed.as_secs_f64());
+    metrics::counter!(HTTP_REQUESTS, "op" => op, "status" => status.clone()).increment(1);
+    metrics::histogram!(HTTP_DURATION, "op" => op, "status" => status)
+        .record(elapsed.as_secs_f64());
 }
 
 /// Counts a record that failed its check.
@@ -396,4 +399,169 @@ pub fn layout(epoch: u64, in_flight: bool, pending: u64) {
     metrics::gauge!(LAYOUT_EPOCH).set(epoch as f64);
     metrics::gauge!(LAYOUT_IN_FLIGHT).set(if in_flight { 1.0 } else { 0.0 });
     metrics::gauge!(TRANSFER_PARTITIONS_PENDING).set(pending as f64);
+/// Client requests that failed for want of a quorum, by `op` (`read`, `write`) and
+/// `reason` (`insufficient_replicas`: too few replicas live to try; `timeout`: tried,
+/// too few answered in time), counted where the answer leaves the node.
+pub const QUORUM_FAILURES: &str = "ringkv_quorum_failures_total";
+/// Members by gossip `state` (`alive`, `suspect`, `down`, `left`), this node included.
+pub const MEMBERS: &str = "ringkv_members";
+/// Changes of a member's gossip state seen here, by the state it changed to.
+pub const MEMBER_CHANGES: &str = "ringkv_member_state_changes_total";
+/// RocksDB's live SST bytes, by column family `cf`.
+pub const ROCKSDB_SST_BYTES: &str = "ringkv_rocksdb_sst_bytes";
+/// RocksDB's memtable bytes, by `cf`.
+pub const ROCKSDB_MEMTABLE_BYTES: &str = "ringkv_rocksdb_memtable_bytes";
+/// Bytes RocksDB estimates compaction still has to rewrite, by `cf`.
+pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "ringkv_rocksdb_pending_compaction_bytes";
+/// RocksDB's estimate of the keys held, by `cf`.
+pub const ROCKSDB_ESTIMATED_KEYS: &str = "ringkv_rocksdb_estimated_keys";
+
+/// Gossip states, in the order of `GET /cluster`.
+pub const MEMBER_STATES: &[&str] = &["alive", "suspect", "down", "left"];
+/// `op` of [`QUORUM_FAILURES`].
+pub const QUORUM_OPS: &[&str] = &["read", "write"];
+/// `reason` of [`QUORUM_FAILURES`].
+pub const QUORUM_FAILURE_REASONS: &[&str] = &["insufficient_replicas", "timeout"];
+
+const ROCKSDB_GAUGES: &[&str] = &[
+    ROCKSDB_SST_BYTES,
+    ROCKSDB_MEMTABLE_BYTES,
+    ROCKSDB_PENDING_COMPACTION_BYTES,
+    ROCKSDB_ESTIMATED_KEYS,
+];
+
+fn register_observability_at_zero() {
+    for &op in QUORUM_OPS {
+        for &reason in QUORUM_FAILURE_REASONS {
+            metrics::counter!(QUORUM_FAILURES, "op" => op, "reason" => reason).increment(0);
+        }
+    }
+    for &state in MEMBER_STATES {
+        metrics::gauge!(MEMBERS, "state" => state).increment(0.0);
+        metrics::counter!(MEMBER_CHANGES, "state" => state).increment(0);
+    }
+    for cf in crate::storage::Cf::ALL {
+        for &name in ROCKSDB_GAUGES {
+            metrics::gauge!(name, "cf" => cf.name()).increment(0.0);
+        }
+    }
+}
+
+fn describe_observability() {
+    metrics::describe_counter!(
+        QUORUM_FAILURES,
+        "Client requests that failed for want of a quorum, by op (read, write) and reason."
+    );
+    metrics::describe_gauge!(MEMBERS, "Members by gossip state, this node included.");
+    metrics::describe_counter!(
+        MEMBER_CHANGES,
+        "Changes of a member's gossip state seen by this node, by new state."
+    );
+    metrics::describe_gauge!(
+        ROCKSDB_SST_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of RocksDB's live SST files, by column family."
+    );
+    metrics::describe_gauge!(
+        ROCKSDB_MEMTABLE_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes in RocksDB's memtables, by column family."
+    );
+    metrics::describe_gauge!(
+        ROCKSDB_PENDING_COMPACTION_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes RocksDB estimates compaction still has to rewrite, by column family."
+    );
+    metrics::describe_gauge!(
+        ROCKSDB_ESTIMATED_KEYS,
+        "RocksDB's estimate of the keys held, by column family."
+    );
+}
+
+/// Counts a client request that failed for want of a quorum.
+pub fn quorum_failure(op: &'static str, reason: &'static str) {
+    metrics::counter!(QUORUM_FAILURES, "op" => op, "reason" => reason).increment(1);
+}
+
+/// Publishes how many members are in each gossip state (set when metrics are scraped).
+pub fn members(counts: &[(&'static str, usize)]) {
+    for &(state, count) in counts {
+        metrics::gauge!(MEMBERS, "state" => state).set(count as f64);
+    }
+}
+
+/// Counts `changes` members that moved to `state`.
+pub fn member_changes(state: &'static str, changes: u64) {
+    metrics::counter!(MEMBER_CHANGES, "state" => state).increment(changes);
+}
+
+/// Publishes the store's own figures (read from the engine when metrics are scraped).
+pub fn rocksdb(properties: &[(crate::storage::Cf, crate::storage::CfProperties)]) {
+    for (cf, p) in properties {
+        let cf = cf.name();
+        metrics::gauge!(ROCKSDB_SST_BYTES, "cf" => cf).set(p.sst_bytes as f64);
+        metrics::gauge!(ROCKSDB_MEMTABLE_BYTES, "cf" => cf).set(p.memtable_bytes as f64);
+        metrics::gauge!(ROCKSDB_PENDING_COMPACTION_BYTES, "cf" => cf)
+            .set(p.pending_compaction_bytes as f64);
+        metrics::gauge!(ROCKSDB_ESTIMATED_KEYS, "cf" => cf).set(p.estimated_keys as f64);
+    }
+}
+
+/// Counts every change of a member's gossip state (a member first seen counts as a
+/// change to its state) as the cluster's view changes, until the view stops changing
+/// for good. Changes gossip makes between two looks at the view are seen as one.
+pub async fn count_member_changes(cluster: std::sync::Arc<crate::cluster::Cluster>) {
+    let mut changes = cluster.changes();
+    let mut seen = member_states(&cluster.view());
+    while changes.changed().await.is_ok() {
+        let now = member_states(&cluster.view());
+        for state in state_changes(&seen, &now) {
+            member_changes(state, 1);
+        }
+        seen = now;
+    }
+}
+
+fn member_states(view: &crate::cluster::View) -> std::collections::BTreeMap<String, &'static str> {
+    view.members()
+        .map(|m| (m.id.clone(), m.state.as_str()))
+        .collect()
+}
+
+/// The new state of each member whose state differs from `before` (or that is new).
+fn state_changes(
+    before: &std::collections::BTreeMap<String, &'static str>,
+    after: &std::collections::BTreeMap<String, &'static str>,
+) -> Vec<&'static str> {
+    after
+        .iter()
+        .filter(|(id, state)| before.get(*id) != Some(*state))
+        .map(|(_, state)| *state)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_changes_count_new_states_and_new_members() {
+        // Proves a member that changed state counts once under its new state, a new
+        // member counts under its state, and unchanged members do not count.
+        let map = |pairs: &[(&str, &'static str)]| {
+            pairs
+                .iter()
+                .map(|(id, s)| (id.to_string(), *s))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let before = map(&[("n1", "alive"), ("n2", "alive"), ("n3", "suspect")]);
+        let after = map(&[
+            ("n1", "alive"),
+            ("n2", "down"),
+            ("n3", "alive"),
+            ("n4", "alive"),
+        ]);
+        assert_eq!(state_changes(&before, &after), ["down", "alive", "alive"]);
+        assert!(state_changes(&after, &after).is_empty());
+    }
 }

@@ -43,6 +43,7 @@ pub struct Node {
     stop_peer: watch::Sender<bool>,
     peer_server: JoinHandle<()>,
     upkeep: JoinHandle<()>,
+    member_changes: JoinHandle<()>,
 }
 
 impl Node {
@@ -83,7 +84,7 @@ impl Node {
             anti_entropy: AntiEntropyOptions::new(config.anti_entropy_interval, config.quorum.n),
             transfer_rate_bytes_per_s: config.transfer_rate_bytes_per_s,
             seeded: !config.join.is_empty(),
-            backend,
+            backend: backend.clone(),
             gossip,
             transport,
             env,
@@ -116,7 +117,12 @@ impl Node {
             anti_entropy: services.anti_entropy.clone(),
             transfers: services.transfers.board.clone(),
             metrics: handle,
+            backend,
+            stats: Default::default(),
+            started: std::time::Instant::now(),
+            peer_stats: Default::default(),
         });
+        let member_changes = tokio::spawn(metrics::count_member_changes(services.cluster.clone()));
         let (stop_http, http_stopped) = watch::channel(false);
         let http_server = tokio::spawn(api::serve(listener, state, http_stopped));
         tracing::info!(node = %config.id, http = %http_addr, "serving HTTP");
@@ -128,6 +134,7 @@ impl Node {
             stop_peer,
             peer_server,
             upkeep,
+            member_changes,
         })
     }
 
@@ -155,6 +162,7 @@ impl Node {
             tracing::error!(error = %e, "the peer server task failed");
         }
         self.upkeep.abort();
+        self.member_changes.abort();
         let replica = self.services.replica.clone();
         tokio::task::spawn_blocking(move || replica.flush())
             .await

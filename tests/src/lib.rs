@@ -8,6 +8,7 @@
 //!   [`Api`], the calls of README.md#http-api for one node.
 //! - [`raw`]: hand-written HTTP/1.1 for bodies a server must refuse early.
 //! - [`promtool`]: `promtool check metrics`, where promtool is installed.
+//! - [`browser`]: a headless chromium over WebDriver, for the dashboard's test.
 //! - [`readme`]: the README's tour steps and metrics list, read from README.md, for
 //!   the tests that hold the README to its word.
 //! - [`history`], [`workload`], [`checker`], [`chaos`]: the chaos suite, a recorded
@@ -22,6 +23,7 @@
 //!
 //! Every test owns its nodes, ports and directories, so tests run in parallel.
 
+pub mod browser;
 pub mod chaos;
 pub mod checker;
 pub mod compose;

@@ -26,6 +26,8 @@ pub fn health(state: &ApiState) -> Response<Body> {
 pub fn metrics(state: &ApiState) -> Response<Body> {
     let cache = state.coordinator.record_cache_stats();
     crate::metrics::record_cache(cache.hits, cache.misses, cache.entries, cache.bytes);
+    crate::metrics::rocksdb(&state.backend.properties());
+    crate::metrics::members(&member_counts(&state.cluster.view()));
     reply::bytes(
         StatusCode::OK,
         "text/plain; version=0.0.4",
@@ -96,15 +98,6 @@ pub fn remove(state: &ApiState, raw_id: &str) -> Result<Response<Body>> {
     ))
 }
 
-pub fn index(state: &ApiState) -> Response<Body> {
-    let text = format!(
-        "ringkv node {}\n\nGET|PUT|DELETE /kv/{{key}}   raw values\nGET|PUT|DELETE /kv          JSON API\n\
-         GET /health  GET /cluster  GET /metrics  GET /admin/replicas/{{key}}\n",
-        state.config.id
-    );
-    reply::bytes(StatusCode::OK, "text/plain; charset=utf-8", text)
-}
-
 pub async fn replicas(state: &ApiState, raw_key: &str) -> Result<Response<Body>> {
     let key = decode_key(raw_key, state.config.max_key_bytes)?;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -143,4 +136,25 @@ pub async fn replicas(state: &ApiState, raw_key: &str) -> Result<Response<Body>>
         replicas,
     };
     Ok(reply::json(StatusCode::OK, &body))
+}
+
+/// Members per gossip state, this node counted alive (as `/cluster` shows it).
+fn member_counts(view: &crate::cluster::View) -> Vec<(&'static str, usize)> {
+    crate::metrics::MEMBER_STATES
+        .iter()
+        .map(|&state| {
+            let count = view
+                .members()
+                .filter(|m| {
+                    let shown = if m.id == view.local() {
+                        "alive"
+                    } else {
+                        m.state.as_str()
+                    };
+                    shown == state
+                })
+                .count();
+            (state, count)
+        })
+        .collect()
 }

@@ -9,11 +9,13 @@
 //! buffered whole; slow headers are cut off by hyper's header read timeout.
 
 mod admin;
+mod dashboard;
 mod json;
 mod kv;
 mod params;
 mod reply;
 mod server;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +32,8 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::error::Error;
+use crate::stats::{OpClass, RequestStats};
+use crate::storage::Backend;
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -40,6 +44,14 @@ pub struct ApiState {
     pub anti_entropy: Arc<crate::anti_entropy::StatusBoard>,
     pub transfers: Arc<crate::transfer::TransferBoard>,
     pub metrics: PrometheusHandle,
+    /// The store, for its own figures (`/metrics`, `/stats`).
+    pub backend: Arc<dyn Backend>,
+    /// Recent KV requests, for `/stats`.
+    pub stats: RequestStats,
+    /// When the API started; `/stats` seconds count from here.
+    pub started: Instant,
+    /// Asks the other members for their `/stats`.
+    pub peer_stats: stats::PeerStats,
 }
 
 pub(crate) type Body = Full<Bytes>;
@@ -48,9 +60,48 @@ pub(crate) type Body = Full<Bytes>;
 pub async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let (op, result) = route(&state, req).await;
+    let class = op_class(op);
+    if let (Err(e), Some(class)) = (&result, class)
+        && let Some(reason) = quorum_failure_reason(e)
+    {
+        crate::metrics::quorum_failure(class_name(class), reason);
+    }
     let response = result.unwrap_or_else(|e| reply::error(&e));
-    crate::metrics::http_request(op, response.status(), started.elapsed());
+    let elapsed = started.elapsed();
+    crate::metrics::http_request(op, response.status(), elapsed);
+    if let Some(class) = class {
+        let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let now_s = started.saturating_duration_since(state.started).as_secs();
+        let error = response.status().is_server_error();
+        state.stats.record(now_s, class, latency_us, error);
+    }
     response
+}
+
+/// Whether an `op` label is a client's read or write (the KV calls), which `/stats`
+/// counts; the rest (the dashboard's own polling among them) is not.
+fn op_class(op: &str) -> Option<OpClass> {
+    match op {
+        "get" | "json_get" => Some(OpClass::Read),
+        "put" | "delete" | "json_put" | "json_delete" => Some(OpClass::Write),
+        _ => None,
+    }
+}
+
+fn class_name(class: OpClass) -> &'static str {
+    match class {
+        OpClass::Read => "read",
+        OpClass::Write => "write",
+    }
+}
+
+/// The `reason` label of a quorum failure, if `e` is one.
+fn quorum_failure_reason(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::InsufficientReplicas { .. } => Some("insufficient_replicas"),
+        Error::Timeout { .. } => Some("timeout"),
+        _ => None,
+    }
 }
 
 type Routed = (&'static str, Result<Response<Body>, Error>);
@@ -70,6 +121,8 @@ pub const HTTP_OPS: &[(&str, StatusCode)] = &[
     ("cluster", StatusCode::OK),
     ("admin_leave", StatusCode::ACCEPTED),
     ("admin_remove", StatusCode::ACCEPTED),
+    ("stats", StatusCode::OK),
+    ("ring", StatusCode::OK),
     ("index", StatusCode::OK),
     ("other", StatusCode::NOT_FOUND),
 ];
@@ -107,8 +160,10 @@ async fn route(state: &ApiState, req: Request<Incoming>) -> Routed {
         ("/health" | "/healthz", Method::GET) => ("health", Ok(admin::health(state))),
         ("/metrics", Method::GET) => ("metrics", Ok(admin::metrics(state))),
         ("/cluster", Method::GET) => ("cluster", Ok(admin::cluster(state))),
-        ("/", Method::GET) => ("index", Ok(admin::index(state))),
-        ("/health" | "/healthz" | "/metrics" | "/cluster" | "/", _) => {
+        ("/stats", Method::GET) => ("stats", stats::stats(state, req).await),
+        ("/ring", Method::GET) => ("ring", stats::ring(state, &req)),
+        ("/", Method::GET) => ("index", Ok(dashboard::page())),
+        ("/health" | "/healthz" | "/metrics" | "/cluster" | "/stats" | "/ring" | "/", _) => {
             ("other", Ok(reply::method_not_allowed("GET")))
         }
         _ => (

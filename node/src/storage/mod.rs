@@ -167,4 +167,22 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     fn sync_wal(&self) -> Result<()> {
         self.flush()
     }
+    /// The engine's own figures per column family, for metrics and the dashboard;
+    /// empty where the engine keeps none (the in-memory store). Cheap: no IO.
+    fn properties(&self) -> Vec<(Cf, CfProperties)> {
+        Vec::new()
+    }
+}
+
+/// What the engine reports of one column family (RocksDB's properties).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CfProperties {
+    /// Bytes of the live SST files.
+    pub sst_bytes: u64,
+    /// Bytes in memtables: active, immutable and pinned.
+    pub memtable_bytes: u64,
+    /// Bytes compaction estimates it still has to rewrite.
+    pub pending_compaction_bytes: u64,
+    /// The engine's estimate of the keys held.
+    pub estimated_keys: u64,
 }

@@ -8,7 +8,7 @@ use rocksdb::{
     Options, WriteBatch, WriteOptions,
 };
 
-use super::{Backend, Batch, Cf, Op, read_u64};
+use super::{Backend, Batch, Cf, CfProperties, Op, read_u64};
 use crate::error::{Error, Result};
 
 /// Tuning of the RocksDB instance.
@@ -134,6 +134,32 @@ impl Backend for RocksBackend {
             out.push((k.into_vec(), v.into_vec()));
         }
         Ok(out)
+    }
+
+    fn properties(&self) -> Vec<(Cf, CfProperties)> {
+        Cf::ALL
+            .iter()
+            .filter_map(|&cf| {
+                let handle = self.cf(cf).ok()?;
+                // An unknown or failing property reads as 0: these are for watching.
+                let int = |name: &str| {
+                    self.db
+                        .property_int_value_cf(handle, name)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                };
+                Some((
+                    cf,
+                    CfProperties {
+                        sst_bytes: int("rocksdb.live-sst-files-size"),
+                        memtable_bytes: int("rocksdb.size-all-mem-tables"),
+                        pending_compaction_bytes: int("rocksdb.estimate-pending-compaction-bytes"),
+                        estimated_keys: int("rocksdb.estimate-num-keys"),
+                    },
+                ))
+            })
+            .collect()
     }
 
     fn sync_wal(&self) -> Result<()> {
