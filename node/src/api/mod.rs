@@ -9,11 +9,13 @@
 //! buffered whole; slow headers are cut off by hyper's header read timeout.
 
 mod admin;
+pub mod auth;
 mod json;
 mod kv;
 mod params;
 mod reply;
 mod server;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,6 +48,10 @@ pub(crate) type Body = Full<Bytes>;
 /// Answers one request and records it in the metrics.
 pub async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
+    if let Some(refused) = auth::refusal(state.config.api_tokens.as_deref(), &req) {
+        crate::metrics::http_request("other", refused.status(), started.elapsed());
+        return refused;
+    }
     let (op, result) = route(&state, req).await;
     let response = result.unwrap_or_else(|e| reply::error(&e));
     crate::metrics::http_request(op, response.status(), started.elapsed());
