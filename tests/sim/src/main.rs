@@ -56,6 +56,9 @@ struct Cli {
     /// Print every event of the trace (one seed).
     #[arg(long)]
     print_trace: bool,
+    /// Seal every host's gossip under a cluster key, as `--cluster-key-file` does.
+    #[arg(long)]
+    keyed: bool,
 }
 
 fn parse_range(text: &str) -> Result<Range<u64>, String> {
@@ -92,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         faults: cli.faults,
         lose_acked_writes: cli.bug == Some(Bug::LoseAckedWrites),
         keep_log: cli.print_trace,
+        keyed: cli.keyed,
         ..SimOptions::default()
     };
     let threads = cli

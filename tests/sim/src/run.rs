@@ -32,6 +32,8 @@ pub struct SimOptions {
     pub lose_acked_writes: bool,
     /// Keep the trace's events as text.
     pub keep_log: bool,
+    /// Every host seals its gossip under one cluster key (`ringkv-sim --keyed`).
+    pub keyed: bool,
 }
 
 impl Default for SimOptions {
@@ -44,6 +46,7 @@ impl Default for SimOptions {
             keys: 40,
             lose_acked_writes: false,
             keep_log: false,
+            keyed: false,
         }
     }
 }
@@ -93,7 +96,7 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
         (0..options.hosts)
             .map(|i| {
                 let seeds = if i == 0 { Vec::new() } else { vec![first] };
-                let host = Host::new(
+                let mut host = Host::new(
                     i,
                     seed,
                     dir.path(),
@@ -101,6 +104,9 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
                     quorum,
                     options.lose_acked_writes,
                 );
+                if options.keyed {
+                    host.cluster_keys = Some(crate::host::sim_cluster_keys(seed));
+                }
                 net.add_host(&host.id, host.addr);
                 AsyncMutex::new(host)
             })
