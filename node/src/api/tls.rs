@@ -1,6 +1,6 @@
 //! HTTPS on the API (`--tls-cert-file`, `--tls-key-file`): rustls on its `ring`
-//! provider. Why ring: rustls' default provider (aws-lc-rs) builds C with cmake, minutes
-//! on a cold 2-core machine; ring's C and assembly build in well under a minute.
+//! provider. Why ring: rustls' default provider (aws-lc-rs) builds a large C library
+//! with cmake on every cold build; ring's native code is a little C and assembly.
 //!
 //! With TLS on, the API speaks HTTPS only: a plain HTTP client fails the handshake and
 //! is closed. ALPN offers h2 and http/1.1. The handshake runs in the connection's own
