@@ -13,11 +13,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-TARGETS = ["bare-hyper", "ringkv-1", "ringkv-3", "etcd-3"]
+TARGETS = ["bare-hyper", "ringkv-1", "ringkv-3", "ringkv-3-secure", "etcd-3"]
 LABELS = {
     "bare-hyper": "bare hyper (HTTP ceiling)",
     "ringkv-1": "ringkv, 1 node (N=1)",
     "ringkv-3": "ringkv, 3 nodes (N=3 R=2 W=2)",
+    "ringkv-3-secure": "ringkv, 3 nodes, keyed + TLS + token",
     "etcd-3": "etcd 3.4, 3 members",
 }
 WORKLOADS = {"a": "50% read / 50% update", "b": "95% read / 5% update",

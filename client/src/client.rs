@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header::AUTHORIZATION;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -15,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::error::{Error, Result, error_chain};
 use crate::outcome::{Answer, GetOutcome, WriteOutcome};
 use crate::request::{ReadOptions, WriteOptions, encode_key, kv_path};
+use crate::security::{BearerToken, tls_client_config};
 use crate::wire::{self, ClusterBody, HealthBody, ReplicasBody, RingChangeBody};
 
 /// How a [`Client`] talks to nodes. [`ClientConfig::default`] suits a LAN cluster.
@@ -40,6 +43,12 @@ pub struct ClientConfig {
     /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1; the nodes must
     /// accept it.
     pub http2_prior_knowledge: bool,
+    /// Sent as `Authorization: Bearer …` with every request (nodes with
+    /// `--api-token-file` refuse requests without it).
+    pub token: Option<BearerToken>,
+    /// PEM file of the CA that signed the nodes' certificates; needed for `https://`
+    /// node URLs (only it is trusted).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +61,8 @@ impl Default for ClientConfig {
             pool_max_idle_per_node: 512,
             response_bytes_max: 128 << 20,
             http2_prior_knowledge: false,
+            token: None,
+            ca_file: None,
         }
     }
 }
@@ -66,7 +77,7 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     nodes: Vec<Node>,
-    http: HttpClient<HttpConnector, Full<Bytes>>,
+    http: HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     config: ClientConfig,
     /// Start index of the next request; rotating it spreads coordinators over nodes.
     next_node: AtomicUsize,
@@ -131,6 +142,33 @@ impl Client {
         // Requests are small and latency-bound: never let Nagle hold them back.
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        // The TLS layer below takes https:// URIs; http:// ones pass through it bare.
+        connector.enforce_http(false);
+        let https = nodes.iter().any(|node| node.scheme == Scheme::HTTPS);
+        let tls = match (&config.ca_file, https) {
+            // hyper-rustls sets the ALPN protocols itself.
+            (Some(ca_file), _) => tls_client_config(ca_file, &[])?,
+            (None, true) => {
+                return Err(Error::BadUrl(
+                    "https:// node URLs need the CA file that signed the nodes' certificates (--ca-file, RINGKV_CA_FILE)".to_owned(),
+                ));
+            }
+            // No https:// node: a TLS setup that trusts nothing is never used.
+            (None, false) => Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::Config(format!("TLS: {e}")))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            ),
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(Arc::unwrap_or_clone(tls))
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(connector);
         let http = HttpClient::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             // The idle timeout only runs with a pool timer.
@@ -312,6 +350,9 @@ impl Client {
             .build()
             .map_err(|e| Failure::Transport(format!("cannot build the URI: {e}")))?;
         let mut request = Request::builder().method(call.method.clone()).uri(uri);
+        if let Some(token) = &inner.config.token {
+            request = request.header(AUTHORIZATION, token.header_value().clone());
+        }
         if let Some(context) = &call.context {
             request = request.header(wire::HEADER_CONTEXT, context.clone());
         }
@@ -393,7 +434,8 @@ impl Call {
     }
 }
 
-/// Parses `http://host:port` (a trailing `/` allowed; no scheme means `http`).
+/// Parses `http://host:port` or `https://host:port` (a trailing `/` allowed; no scheme
+/// means `http`).
 fn parse_node_url(url: &str) -> Result<Node> {
     let bad = |why: &str| Error::BadUrl(format!("{url:?}: {why}"));
     let trimmed = url.trim();
@@ -405,8 +447,8 @@ fn parse_node_url(url: &str) -> Result<Node> {
     let uri: Uri = full.parse().map_err(|e| bad(&format!("{e}")))?;
     let parts = uri.into_parts();
     let scheme = parts.scheme.ok_or_else(|| bad("no scheme"))?;
-    if scheme != Scheme::HTTP {
-        return Err(bad("only http:// is supported"));
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(bad("only http:// and https:// are supported"));
     }
     let authority = parts.authority.ok_or_else(|| bad("no host"))?;
     if authority.port_u16().is_none() {

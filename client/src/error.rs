@@ -38,7 +38,12 @@ pub enum Error {
     #[error("cannot read the server's answer: {0}")]
     Decode(String),
 
-    /// A node URL is not `http://host:port` (nothing was sent).
+    /// The client could not be set up: an unreadable token or CA file, a bad token
+    /// (nothing was sent).
+    #[error("client setup: {0}")]
+    Config(String),
+
+    /// A node URL is not `http://host:port` or `https://host:port` (nothing was sent).
     #[error("bad node URL: {0}")]
     BadUrl(String),
 

@@ -29,13 +29,18 @@
 //! failed to answer (a timeout, a reset) may be applied twice, which with the same
 //! context yields two sibling copies of the same value; after [`Error::Unreachable`]
 //! or [`Error::Timeout`] a write's fate is unknown. A call may take up to the node
-//! count times `request_timeout_ms`. Only `http://` is supported (no TLS).
+//! count times `request_timeout_ms`.
+//!
+//! Secured clusters: [`ClientConfig::token`] sends an API bearer token with every
+//! request, and [`ClientConfig::ca_file`] lets the client speak `https://` to nodes
+//! whose certificates that CA signed ([`security`]).
 
 pub mod client;
 pub mod error;
 pub mod outcome;
 pub mod reference;
 pub mod request;
+pub mod security;
 pub mod wire;
 
 pub use bytes::Bytes;
@@ -43,3 +48,4 @@ pub use client::{Client, ClientConfig};
 pub use error::{Error, Result};
 pub use outcome::{GetOutcome, WriteOutcome};
 pub use request::{ReadOptions, WriteOptions, encode_key};
+pub use security::BearerToken;

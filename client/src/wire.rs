@@ -20,6 +20,7 @@ pub mod codes {
     pub const BAD_REQUEST: &str = "bad_request";
     pub const KEY_TOO_LONG: &str = "key_too_long";
     pub const BAD_CONTEXT: &str = "bad_context";
+    pub const UNAUTHORIZED: &str = "unauthorized";
     pub const NOT_FOUND: &str = "not_found";
     pub const TOO_MANY_SIBLINGS: &str = "too_many_siblings";
     pub const VALUE_TOO_LARGE: &str = "value_too_large";

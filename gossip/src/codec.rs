@@ -388,4 +388,76 @@ mod tests {
             let _ = codec.decode_member(&bytes[..]);
         }
     }
+
+    /// Every message's header and a member, encoded as foca lays them out.
+    fn encoded_packets() -> Vec<Vec<u8>> {
+        let mut codec = BincodeCodec::default();
+        every_message()
+            .into_iter()
+            .map(|message| {
+                let header = Header {
+                    src: node("n1", 7001, 1),
+                    src_incarnation: 3,
+                    dst: node("n2", 7002, 2),
+                    message,
+                };
+                let mut buf = Vec::new();
+                codec.encode_header(&header, &mut buf).unwrap();
+                codec
+                    .encode_member(&Member::alive(node("n4", 7004, 2)), &mut buf)
+                    .unwrap();
+                buf
+            })
+            .collect()
+    }
+
+    /// `cases` random byte strings and real packets with bytes overwritten, inserted
+    /// or cut, through both decoders: an error or a value, never a panic.
+    fn fuzz_decoders(cases: u32) {
+        use proptest::test_runner::{Config, TestRunner};
+        let mutated = (
+            proptest::sample::select(encoded_packets()),
+            proptest::collection::vec((any::<usize>(), any::<u8>(), 0..3u8), 1..6),
+        )
+            .prop_map(|(mut packet, edits)| {
+                for (at, byte, how) in edits {
+                    let at = at % (packet.len() + 1);
+                    match how {
+                        0 if at < packet.len() => packet[at] = byte,
+                        1 => packet.insert(at, byte),
+                        _ => packet.truncate(at),
+                    }
+                }
+                packet
+            });
+        let inputs = prop_oneof![proptest::collection::vec(any::<u8>(), 0..512), mutated];
+        let mut runner = TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&inputs, |bytes| {
+                let mut codec = BincodeCodec::default();
+                let mut rest = &bytes[..];
+                if codec.decode_header(&mut rest).is_ok() {
+                    while !rest.is_empty() && codec.decode_member(&mut rest).is_ok() {}
+                }
+                let _ = codec.decode_member(&bytes[..]);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn mutated_packets_never_panic_the_decoders() {
+        // A bounded sample of the long run below, in every test run.
+        fuzz_decoders(4_096);
+    }
+
+    #[test]
+    #[ignore = "long run: a million hostile packets; cargo test --release -p ringkv-gossip -- --ignored"]
+    fn long_run_a_million_hostile_packets() {
+        fuzz_decoders(1_000_000);
+    }
 }

@@ -5,7 +5,9 @@ use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::envelope;
+use std::sync::Arc;
+
+use crate::keys::ClusterKeys;
 use crate::{Error, Result};
 
 /// Longest node id accepted, in bytes: identities ride in every packet.
@@ -48,6 +50,9 @@ pub struct GossipConfig {
     /// Seed of foca's RNG (which member to probe, whom to gossip to). `None`
     /// draws one at start; a simulator fixes it so a run replays exactly.
     pub rng_seed: Option<u64>,
+    /// The cluster keys (`--cluster-key-file`): with them every datagram is sealed
+    /// under the first and must open under one of them; `None` talks in the clear.
+    pub cluster_keys: Option<Arc<ClusterKeys>>,
 }
 
 impl GossipConfig {
@@ -71,6 +76,7 @@ impl GossipConfig {
             reannounce_interval: Duration::from_secs(10),
             max_packet_bytes: 1400,
             rng_seed: None,
+            cluster_keys: None,
         }
     }
 
@@ -190,8 +196,8 @@ impl SwimConfig {
         Ok(())
     }
 
-    /// foca's config; `max_packet_bytes` includes our envelope.
-    pub(crate) fn to_foca(&self, max_packet_bytes: usize) -> foca::Config {
+    /// foca's config; `max_packet_bytes` includes our envelope of `overhead_bytes`.
+    pub(crate) fn to_foca(&self, max_packet_bytes: usize, overhead_bytes: usize) -> foca::Config {
         let nonzero = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         let mut config = foca::Config::new_lan(NonZeroU32::MIN);
         config.probe_period = self.probe_period;
@@ -200,7 +206,7 @@ impl SwimConfig {
         config.max_transmissions = NonZeroU8::new(self.max_transmissions).unwrap_or(NonZeroU8::MIN);
         config.suspect_to_down_after = self.suspect_to_down_after;
         config.remove_down_after = Some(self.remove_down_after);
-        config.max_packet_size = nonzero(max_packet_bytes.saturating_sub(envelope::OVERHEAD_BYTES));
+        config.max_packet_size = nonzero(max_packet_bytes.saturating_sub(overhead_bytes));
         // Tell a member we consider down, so it renews its identity and rejoins.
         config.notify_down_members = true;
         if let Some(gossip) = config.periodic_gossip.as_mut() {
@@ -223,6 +229,7 @@ impl Default for SwimConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope;
 
     fn config() -> GossipConfig {
         GossipConfig::new(
@@ -240,7 +247,7 @@ mod tests {
         let lan = SwimConfig::lan(8);
         assert_eq!(lan.probe_period, Duration::from_secs(1));
         assert!(lan.suspect_to_down_after >= Duration::from_secs(3));
-        let foca = lan.to_foca(1400);
+        let foca = lan.to_foca(1400, envelope::OVERHEAD_BYTES);
         assert_eq!(foca.max_packet_size.get(), 1400 - envelope::OVERHEAD_BYTES);
         assert!(foca.notify_down_members);
         assert!(config().validate().is_ok());

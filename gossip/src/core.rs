@@ -13,7 +13,7 @@ use rand::rngs::SmallRng;
 
 use crate::codec::BincodeCodec;
 use crate::config::GossipConfig;
-use crate::envelope;
+use crate::envelope::{self, Framing};
 use crate::identity::NodeIdentity;
 use crate::leave::{self, LeaveHandler, LeaveInbox, Notice};
 use crate::membership::{Book, Membership};
@@ -46,6 +46,8 @@ pub(crate) struct Core {
     book: Book,
     stats: Arc<Stats>,
     seeds: Vec<SocketAddr>,
+    /// Plain or sealed under the cluster key.
+    framing: Framing,
     max_packet_bytes: usize,
     max_transmissions: usize,
     announce_interval: Duration,
@@ -87,9 +89,12 @@ impl Core {
             .collect();
         seeds.sort_unstable();
         seeds.dedup();
+        let framing = Framing::new(config.cluster_keys.clone());
         let foca = Foca::with_custom_broadcast(
             local.clone(),
-            config.swim.to_foca(config.max_packet_bytes),
+            config
+                .swim
+                .to_foca(config.max_packet_bytes, framing.overhead_bytes()),
             SmallRng::seed_from_u64(rng_seed),
             BincodeCodec::default(),
             LeaveHandler::new(leaves.clone()),
@@ -101,6 +106,7 @@ impl Core {
             book: Book::new(local),
             stats,
             seeds,
+            framing,
             max_packet_bytes: config.max_packet_bytes,
             max_transmissions: usize::from(config.swim.max_transmissions),
             announce_interval: config.announce_interval,
@@ -127,15 +133,20 @@ impl Core {
         let opened = if packet.len() > self.max_packet_bytes {
             Err(envelope::Reject::TooLong)
         } else {
-            envelope::open(packet)
+            self.framing.unwrap(packet)
         };
         match opened {
             Err(reason) => {
-                self.stats.packets_rejected_envelope(1);
+                if reason.is_key() {
+                    self.stats.packets_rejected_key(1);
+                } else {
+                    self.stats.packets_rejected_envelope(1);
+                }
+                crate::stats::count_rejected();
                 tracing::debug!(%from, %reason, "gossip packet dropped");
             }
             Ok(payload) => {
-                if let Err(err) = self.foca.handle_data(payload, &mut self.runtime) {
+                if let Err(err) = self.foca.handle_data(&payload, &mut self.runtime) {
                     self.stats.packets_rejected_protocol(1);
                     tracing::debug!(%from, %err, "gossip packet refused by foca");
                 }
@@ -298,7 +309,7 @@ impl Core {
     fn drain(&mut self, out: &mut Output) {
         while let Some((to, payload)) = self.runtime.to_send() {
             let mut packet = Vec::new();
-            envelope::seal(&payload, &mut packet);
+            self.framing.wrap(&payload, &mut packet);
             out.packets.push((to.cluster, packet));
         }
         while let Some(timer) = self.runtime.to_schedule() {
@@ -376,7 +387,17 @@ mod tests {
     }
 
     fn core(id: &str, port: u16, seeds: &[u16], generation: u64) -> Core {
-        let config = config(id, port, seeds);
+        keyed_core(id, port, seeds, generation, &[])
+    }
+
+    /// A core holding cluster keys `[k; 32]` for each `k` in `keys` (the first sends);
+    /// none: plain.
+    fn keyed_core(id: &str, port: u16, seeds: &[u16], generation: u64, keys: &[u8]) -> Core {
+        let mut config = config(id, port, seeds);
+        if !keys.is_empty() {
+            let keys = keys.iter().map(|k| [*k; 32]).collect();
+            config.cluster_keys = Some(Arc::new(crate::keys::ClusterKeys::new(keys).unwrap()));
+        }
         let local = NodeIdentity {
             id: id.into(),
             cluster: config.bind,
@@ -396,6 +417,8 @@ mod tests {
         in_flight: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
         cut: HashSet<SocketAddr>,
         persisted: HashMap<SocketAddr, u64>,
+        /// Packets handed to each receiver, by (from, to).
+        delivered: HashMap<(SocketAddr, SocketAddr), u64>,
     }
 
     impl Sim {
@@ -408,6 +431,7 @@ mod tests {
                 in_flight: Vec::new(),
                 cut: HashSet::new(),
                 persisted: HashMap::new(),
+                delivered: HashMap::new(),
             }
         }
 
@@ -462,6 +486,7 @@ mod tests {
                         };
                         let mut out = Output::default();
                         core.handle_packet(&packet, from, &mut out);
+                        *self.delivered.entry((from, to)).or_default() += 1;
                         self.apply(to, out);
                     }
                 }
@@ -637,6 +662,79 @@ mod tests {
                 "on {observer}"
             );
             assert_eq!(sim.state(observer, "n1"), Some(MemberState::Alive));
+        }
+    }
+
+    #[test]
+    fn a_node_with_another_key_never_joins_and_all_its_packets_are_rejected() {
+        // n1 and n2 share key 1; n3 holds key 2 and seeds on n1. n3 never shows up
+        // on n1 or n2, n1 never on n3, and every packet n3 sent n1 was rejected for
+        // the key (none reached foca).
+        let mut sim = Sim::new();
+        sim.add(keyed_core("n1", 7001, &[], 1, &[1]));
+        sim.add(keyed_core("n2", 7002, &[7001], 1, &[1]));
+        sim.add(keyed_core("n3", 7003, &[7001], 1, &[2]));
+        sim.run(Duration::from_secs(3));
+        assert_eq!(sim.state(7001, "n2"), Some(MemberState::Alive));
+        assert_eq!(sim.state(7002, "n1"), Some(MemberState::Alive));
+        assert_eq!(sim.state(7001, "n3"), None);
+        assert_eq!(sim.state(7002, "n3"), None);
+        assert_eq!(sim.state(7003, "n1"), None);
+        let from_stranger = sim.delivered[&(local(7003), local(7001))];
+        assert!(from_stranger >= 5, "n3 kept announcing: {from_stranger}");
+        let n1 = sim.nodes[&local(7001)].0.stats.snapshot();
+        assert_eq!(n1.packets_rejected_key, from_stranger);
+        assert_eq!(
+            n1.packets_rejected_envelope + n1.packets_rejected_protocol,
+            0
+        );
+    }
+
+    #[test]
+    fn a_plain_node_and_a_keyed_one_never_join() {
+        // Without the key a node is a stranger too, both ways.
+        let mut sim = Sim::new();
+        sim.add(keyed_core("n1", 7001, &[], 1, &[1]));
+        sim.add(core("n2", 7002, &[7001], 1));
+        sim.run(Duration::from_secs(2));
+        assert_eq!(sim.state(7001, "n2"), None);
+        assert_eq!(sim.state(7002, "n1"), None);
+        let n1 = sim.nodes[&local(7001)].0.stats.snapshot();
+        assert_eq!(
+            n1.packets_rejected_key,
+            sim.delivered[&(local(7002), local(7001))]
+        );
+    }
+
+    #[test]
+    fn every_step_of_a_rotation_keeps_the_cluster_whole() {
+        // Rotating from key 1 to key 2 one node at a time passes through mixes of
+        // [1] and [1,2] (the new key added second), then [1,2] and [2,1] (moved
+        // first), then [2,1] and [2] (the old removed): in every mix all three
+        // nodes see each other alive.
+        let phases: [[&[u8]; 3]; 3] = [
+            [&[1], &[1, 2], &[1]],
+            [&[2, 1], &[1, 2], &[2, 1]],
+            [&[2], &[2, 1], &[2]],
+        ];
+        for keys in phases {
+            let mut sim = Sim::new();
+            sim.add(keyed_core("n1", 7001, &[], 1, keys[0]));
+            sim.add(keyed_core("n2", 7002, &[7001], 1, keys[1]));
+            sim.add(keyed_core("n3", 7003, &[7001], 1, keys[2]));
+            sim.run(Duration::from_secs(3));
+            for observer in [7001, 7002, 7003] {
+                for id in ["n1", "n2", "n3"] {
+                    assert_eq!(
+                        sim.state(observer, id),
+                        Some(MemberState::Alive),
+                        "{id} on {observer} with keys {keys:?}"
+                    );
+                }
+            }
+            for (node, _, _) in sim.nodes.values() {
+                assert_eq!(node.stats.snapshot().packets_rejected_key, 0, "{keys:?}");
+            }
         }
     }
 

@@ -5,9 +5,18 @@
 //! ```
 //!
 //! The crc32 covers magic, version and payload. The version byte decides the
-//! layout of everything after it, so the cluster key (a later issue) becomes
-//! version 2 with a key id and a MAC before the payload; a v1 node drops v2
-//! packets as "unknown version" and the other way round.
+//! layout of everything after it: with a cluster key every datagram is a version 2
+//! envelope instead, encrypted and authenticated (see `sealed.rs`). A node without a
+//! key drops v2 packets as "sealed", and a keyed node drops v1 packets as "not
+//! sealed": the two never talk. [`Framing`] is the node's choice of the two.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use rand::Rng as _;
+
+use crate::keys::ClusterKeys;
+use crate::sealed;
 
 /// First byte of every ringkv gossip packet.
 pub(crate) const MAGIC: u8 = 0xA7;
@@ -29,6 +38,62 @@ pub(crate) enum Reject {
     UnknownVersion(u8),
     #[error("checksum mismatch")]
     BadChecksum,
+    #[error("sealed with a cluster key, and this node has none")]
+    Sealed,
+    #[error("not sealed, and this node requires the cluster key")]
+    NotSealed,
+    #[error("opened by none of this node's cluster keys")]
+    BadKey,
+}
+
+impl Reject {
+    /// Whether the packet failed for the cluster key (not for its framing).
+    pub(crate) fn is_key(self) -> bool {
+        matches!(self, Reject::Sealed | Reject::NotSealed | Reject::BadKey)
+    }
+}
+
+/// How this node frames its datagrams: in the clear (v1), or sealed under the
+/// cluster key (v2), which it then also requires of every datagram it receives.
+#[derive(Debug, Clone)]
+pub(crate) enum Framing {
+    Plain,
+    Sealed(Arc<ClusterKeys>),
+}
+
+impl Framing {
+    pub(crate) fn new(keys: Option<Arc<ClusterKeys>>) -> Self {
+        keys.map_or(Framing::Plain, Framing::Sealed)
+    }
+
+    /// Bytes the envelope adds to a payload.
+    pub(crate) fn overhead_bytes(&self) -> usize {
+        match self {
+            Framing::Plain => OVERHEAD_BYTES,
+            Framing::Sealed(_) => sealed::OVERHEAD_BYTES,
+        }
+    }
+
+    /// Writes `payload` in this node's envelope into `out` (cleared first).
+    pub(crate) fn wrap(&self, payload: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Framing::Plain => seal(payload, out),
+            Framing::Sealed(keys) => {
+                let mut nonce = [0u8; sealed::NONCE_BYTES];
+                // The thread's generator is a CSPRNG seeded by the OS: fresh nonces.
+                rand::rng().fill_bytes(&mut nonce);
+                sealed::seal(keys.primary(), &nonce, payload, out);
+            }
+        }
+    }
+
+    /// Checks a received datagram and returns the payload inside it.
+    pub(crate) fn unwrap<'a>(&self, packet: &'a [u8]) -> Result<Cow<'a, [u8]>, Reject> {
+        match self {
+            Framing::Plain => open(packet).map(Cow::Borrowed),
+            Framing::Sealed(keys) => sealed::open(keys, packet).map(Cow::Owned),
+        }
+    }
 }
 
 /// Writes `payload` wrapped in a v1 envelope into `out` (cleared first).
@@ -48,6 +113,9 @@ pub(crate) fn open(packet: &[u8]) -> Result<&[u8], Reject> {
     };
     if *magic != MAGIC {
         return Err(Reject::BadMagic(*magic));
+    }
+    if *version == sealed::VERSION {
+        return Err(Reject::Sealed);
     }
     if *version != VERSION {
         return Err(Reject::UnknownVersion(*version));
@@ -113,12 +181,41 @@ mod tests {
         let mut other = packet.clone();
         other[0] = b'G';
         assert_eq!(open(&other), Err(Reject::BadMagic(b'G')));
+        let mut v3 = packet.clone();
+        v3[1] = 3;
+        assert_eq!(open(&v3), Err(Reject::UnknownVersion(3)));
         let mut v2 = packet.clone();
-        v2[1] = 2;
-        assert_eq!(open(&v2), Err(Reject::UnknownVersion(2)));
+        v2[1] = sealed::VERSION;
+        assert_eq!(open(&v2), Err(Reject::Sealed));
         let mut corrupt = packet.clone();
         corrupt[7] ^= 1;
         assert_eq!(open(&corrupt), Err(Reject::BadChecksum));
+    }
+
+    #[test]
+    fn keyed_and_plain_framings_refuse_each_other() {
+        // A keyed node and a plain one each drop the other's packets, for the key.
+        let keyed = Framing::new(Some(Arc::new(ClusterKeys::new(vec![[5; 32]]).unwrap())));
+        let plain = Framing::new(None);
+        let (mut from_keyed, mut from_plain) = (Vec::new(), Vec::new());
+        keyed.wrap(b"ping", &mut from_keyed);
+        plain.wrap(b"ping", &mut from_plain);
+        assert_eq!(keyed.unwrap(&from_keyed).as_deref(), Ok(&b"ping"[..]));
+        assert_eq!(plain.unwrap(&from_plain).as_deref(), Ok(&b"ping"[..]));
+        assert_eq!(plain.unwrap(&from_keyed), Err(Reject::Sealed));
+        assert_eq!(keyed.unwrap(&from_plain), Err(Reject::NotSealed));
+        assert!(Reject::Sealed.is_key() && !Reject::BadChecksum.is_key());
+        assert_eq!(from_keyed.len() - 4, keyed.overhead_bytes());
+    }
+
+    #[test]
+    fn nonces_differ_between_packets() {
+        // Two packets with the same payload never share a nonce (nor bytes).
+        let keyed = Framing::new(Some(Arc::new(ClusterKeys::new(vec![[5; 32]]).unwrap())));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        keyed.wrap(b"same", &mut a);
+        keyed.wrap(b"same", &mut b);
+        assert_ne!(a[2..2 + sealed::NONCE_BYTES], b[2..2 + sealed::NONCE_BYTES]);
     }
 
     proptest! {

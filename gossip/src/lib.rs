@@ -28,9 +28,13 @@
 //!
 //! Every datagram travels in an envelope (see `envelope.rs`): a magic byte, a
 //! version byte and a crc32 of the rest; the payload is foca's message in
-//! bincode 2, decoded with a size limit. Anything that fails (garbage, cut
-//! packets, another version, packets foca refuses) is dropped and counted in
-//! [`Gossip::stats`]; it never panics the task.
+//! bincode 2, decoded with a size limit. With [`GossipConfig::cluster_keys`] the
+//! envelope is version 2 instead (`sealed.rs`): the payload encrypted and
+//! authenticated with XChaCha20-Poly1305 under the first key, opened with any of
+//! them, so a host without a key can neither read nor forge gossip. Anything that
+//! fails (garbage, cut packets, another version, another key, packets foca
+//! refuses) is dropped and counted in [`Gossip::stats`] (and, before foca, in
+//! [`REJECTED_TOTAL`]); it never panics the task.
 //!
 //! A graceful [`Gossip::leave`] must show as [`MemberState::Left`], not
 //! `Down`. foca's `leave_cluster` merely declares the leaving identity down,
@@ -45,9 +49,11 @@
 //! a direct message to each member would be lost with its one datagram.
 //!
 //! Caveats:
-//! - Nothing is authenticated yet: any host that can send UDP to the port can
-//!   claim to be any member, declare one down or announce its leave. The
-//!   cluster key (a MAC in a version 2 envelope) is a later issue.
+//! - Without cluster keys nothing is authenticated: any host that can send UDP
+//!   to the port can claim to be any member, declare one down or announce its
+//!   leave. With them, any holder of a key is trusted alike: a key holder can
+//!   still claim to be any member. Replayed sealed packets are accepted (SWIM
+//!   shrugs off duplicates and old news).
 //! - Seeds must be given by their *advertised* cluster address: foca accepts
 //!   an announce only when it is addressed to the receiver's own address.
 //! - Two running processes with the same id are not detected; the membership
@@ -64,8 +70,10 @@ mod core;
 mod driver;
 mod envelope;
 mod identity;
+mod keys;
 mod leave;
 mod membership;
+mod sealed;
 mod socket;
 mod stats;
 mod timers;
@@ -77,9 +85,10 @@ pub use crate::config::{
     GossipConfig, HTTP_MAX_BYTES, ID_MAX_BYTES, PACKET_MAX_BYTES, PACKET_MIN_BYTES, SwimConfig,
 };
 pub use crate::driver::Gossip;
+pub use crate::keys::{ClusterKeys, KEY_BYTES, KEYS_MAX, key_to_hex};
 pub use crate::membership::{Member, MemberState, Membership};
 pub use crate::socket::DatagramSocket;
-pub use crate::stats::{GossipStats, register_metrics};
+pub use crate::stats::{GossipStats, REJECTED_TOTAL, register_metrics};
 
 /// Why gossip could not start or do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +123,10 @@ pub enum Error {
         /// The start of what the file holds.
         content: String,
     },
+    /// The cluster key file is missing, unreadable or malformed (the message names
+    /// the file and line, never a key).
+    #[error("cluster key: {0}")]
+    ClusterKey(String),
     /// The driver task has stopped (after a leave).
     #[error("the gossip task has stopped")]
     Stopped,

@@ -1,5 +1,7 @@
 //! Counters of what the gossip driver did; also exported through the
-//! `metrics` facade under `ringkv_gossip_*` names.
+//! `metrics` facade under `ringkv_gossip_*` names, and every datagram dropped
+//! before foca also in [`REJECTED_TOTAL`]`{channel="gossip"}`, the series the node
+//! shares with its peer listener.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,6 +19,9 @@ pub struct GossipStats {
     pub bytes_sent: u64,
     /// Dropped before foca: too short or long, wrong magic or version, bad checksum.
     pub packets_rejected_envelope: u64,
+    /// Dropped before foca for the cluster key: sealed under none of this node's
+    /// keys, not sealed on a keyed node, or sealed on a node without a key.
+    pub packets_rejected_key: u64,
     /// Passed the envelope but refused by foca or our codec (undecodable,
     /// from ourselves, malformed).
     pub packets_rejected_protocol: u64,
@@ -30,6 +35,16 @@ pub struct GossipStats {
     pub protocol_errors: u64,
     /// Timers dropped because the timer heap was full.
     pub timers_dropped: u64,
+}
+
+/// Packets and connections dropped before any protocol saw them (bad envelope or
+/// cluster key), labelled by `channel`: `gossip` here, `peer` for the node's peer
+/// listener. The node describes it and registers both labels.
+pub const REJECTED_TOTAL: &str = "ringkv_rejected_total";
+
+/// Counts one datagram in [`REJECTED_TOTAL`]`{channel="gossip"}`.
+pub(crate) fn count_rejected() {
+    metrics::counter!(REJECTED_TOTAL, "channel" => "gossip").increment(1);
 }
 
 macro_rules! counters {
@@ -79,6 +94,8 @@ counters! {
         "Bytes of gossip datagrams sent, envelopes included.";
     packets_rejected_envelope => "ringkv_gossip_packets_rejected_envelope_total",
         "Gossip datagrams dropped for their envelope (size, magic, version, checksum).";
+    packets_rejected_key => "ringkv_gossip_packets_rejected_key_total",
+        "Gossip datagrams dropped for the cluster key (another key, or keyed and plain nodes mixed).";
     packets_rejected_protocol => "ringkv_gossip_packets_rejected_protocol_total",
         "Gossip datagrams with a good envelope that the protocol refused.";
     send_errors => "ringkv_gossip_send_errors_total",

@@ -4,10 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
+use ringkv_gossip::ClusterKeys;
 
+use crate::api::auth::ApiTokens;
 use crate::coordinator::Quorum;
 use crate::error::{Error, Result};
 use crate::logging::LogFormat;
@@ -144,6 +147,20 @@ pub struct NodeArgs {
     /// How log lines are written: `text` (`[n1] …`) or `json` (one object per line).
     #[arg(long, env = "RINGKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// File of cluster keys, one per line as 64 hex digits: gossip and peer RPC are
+    /// sealed under the first and accepted under any (docs/security.md).
+    #[arg(long, env = "RINGKV_CLUSTER_KEY_FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// File of API bearer tokens, one per line: every HTTP request but GET /health and
+    /// /healthz then needs `Authorization: Bearer <token>`.
+    #[arg(long, env = "RINGKV_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// PEM certificate chain of the HTTP API: with --tls-key-file, HTTPS only.
+    #[arg(long, env = "RINGKV_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "RINGKV_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// Upper bounds that keep a typo from becoming an outage.
@@ -188,6 +205,12 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// `--cluster-key-file`, loaded; `None`: gossip and peer RPC in the clear.
+    pub cluster_keys: Option<Arc<ClusterKeys>>,
+    /// `--api-token-file`, loaded; `None`: the API asks for no token.
+    pub api_tokens: Option<Arc<ApiTokens>>,
+    /// `--tls-cert-file` and `--tls-key-file`, loaded; `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 fn check(ok: bool, message: impl FnOnce() -> String) -> Result<()> {
@@ -292,7 +315,33 @@ impl Config {
                 })?;
             }
         }
+        let cluster_keys = args
+            .cluster_key_file
+            .as_deref()
+            .map(|path| {
+                ClusterKeys::load(path)
+                    .map(Arc::new)
+                    .map_err(|e| Error::Config(format!("--cluster-key-file: {e}")))
+            })
+            .transpose()?;
+        let api_tokens = args
+            .api_token_file
+            .as_deref()
+            .map(|path| ApiTokens::load(path).map(Arc::new))
+            .transpose()?;
+        let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+            (Some(cert), Some(key)) => Some(Arc::new(crate::api::tls::server_config(cert, key)?)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "--tls-cert-file and --tls-key-file go together".into(),
+                ));
+            }
+        };
         Ok(Self {
+            cluster_keys,
+            api_tokens,
+            tls,
             advertise_http: args.advertise_http.unwrap_or_else(|| args.http.to_string()),
             advertise_cluster: args
                 .advertise_cluster

@@ -44,6 +44,7 @@ pub async fn start_gossip(config: &Config, store: &dyn Backend) -> Result<Gossip
     gossip_config.advertise_cluster = advertise_cluster;
     gossip_config.seeds = seeds;
     gossip_config.swim = SwimConfig::lan(8);
+    gossip_config.cluster_keys = config.cluster_keys.clone();
     Gossip::start(gossip_config).map_err(|e| Error::Config(format!("gossip: {e}")))
 }
 

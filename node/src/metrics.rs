@@ -19,6 +19,11 @@ pub const HTTP_REQUESTS: &str = "ringkv_http_requests_total";
 pub const HTTP_DURATION: &str = "ringkv_http_request_duration_seconds";
 /// Stored records that failed their crc or did not decode (treated as missing).
 pub const CORRUPT_RECORDS: &str = "ringkv_storage_corrupt_records_total";
+/// Gossip datagrams and peer connections dropped before any protocol saw them (their
+/// envelope, or the cluster key), labelled by `channel` ([`REJECTED_CHANNELS`]).
+pub const REJECTED: &str = ringkv_gossip::REJECTED_TOTAL;
+/// The `channel` labels of [`REJECTED`].
+pub const REJECTED_CHANNELS: &[&str] = &["gossip", "peer"];
 
 /// Latency buckets, in seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS_S: &[f64] = &[
@@ -82,6 +87,9 @@ fn register_at_zero(http_ops: &[(&'static str, http::StatusCode)]) {
         metrics::counter!(PEER_BAD_REQUESTS, "reason" => reason).increment(0);
     }
     let _ = metrics::histogram!(PEER_BATCH_CALLS);
+    for channel in REJECTED_CHANNELS {
+        metrics::counter!(REJECTED, "channel" => *channel).increment(0);
+    }
     for name in [
         CORRUPT_RECORDS,
         SPECULATIVE_READS,
@@ -197,6 +205,10 @@ fn describe() {
     metrics::describe_counter!(
         crate::net::PEER_BAD_REQUESTS,
         "Peer requests refused unread, by reason."
+    );
+    metrics::describe_counter!(
+        REJECTED,
+        "Gossip datagrams and peer connections dropped before any protocol saw them (bad envelope or cluster key), by channel."
     );
     describe_anti_entropy();
     describe_transfers();

@@ -61,6 +61,12 @@ impl Node {
             .blocking(move || RocksBackend::open(&dir, &rocks))
             .await?;
         let backend: Arc<dyn Backend> = Arc::new(backend);
+        if config.cluster_keys.is_none() {
+            tracing::warn!(
+                "no --cluster-key-file: gossip and peer RPC travel in the clear, and anyone \
+                 who can reach the cluster port can join, read and write every key"
+            );
+        }
 
         let peer_listener = TcpListener::bind(config.cluster).await.map_err(|e| {
             Error::Config(format!("--cluster {}: cannot listen: {e}", config.cluster))
@@ -68,7 +74,11 @@ impl Node {
         let gossip = discovery::start_gossip(&config, backend.as_ref()).await?;
         // Peer connections leave from the cluster address when it is a specific one.
         let local_ip = Some(config.cluster.ip()).filter(|ip| !ip.is_unspecified());
-        let transport = Arc::new(PeerClient::with_local_ip(config.id.clone(), local_ip));
+        let transport = Arc::new(PeerClient::with_options(
+            config.id.clone(),
+            local_ip,
+            config.cluster_keys.clone(),
+        ));
         let services = Services::start(Parts {
             id: config.id.clone(),
             quorum: config.quorum,
@@ -93,8 +103,12 @@ impl Node {
         let coordinator = services.coordinator.clone();
         tracing::info!(node = %config.id, actor = ?services.replica.actor(), data_dir = %config.data_dir.display(), "store open");
         let (stop_peer, peer_stopped) = watch::channel(false);
-        let peer_server =
-            tokio::spawn(net::serve(peer_listener, coordinator.clone(), peer_stopped));
+        let peer_server = tokio::spawn(net::serve(
+            peer_listener,
+            coordinator.clone(),
+            config.cluster_keys.clone(),
+            peer_stopped,
+        ));
         tracing::info!(node = %config.id, cluster = %config.cluster, seeds = ?config.join, "peer RPC and gossip up");
 
         let upkeep_handle = handle.clone();

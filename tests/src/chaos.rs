@@ -58,6 +58,7 @@ use crate::harness::{NodeProcess, TestCluster};
 use crate::history::{History, Outcome, Recorder, Totals};
 use crate::http::{Api, HttpClient, empty, encode_key, wait_members_alive};
 use crate::netfault::{self, NetFaults, NodeIp};
+use crate::secrets::{self, KeyFile};
 use crate::workload::{self, Rng, Targets, WorkloadConfig, key_name};
 
 /// Env var with the seed of a run (decimal); random when unset.
@@ -466,11 +467,14 @@ pub async fn start_cluster(config: &ChaosConfig) -> anyhow::Result<ChaosCluster>
         Vec::new()
     };
     let addrs: Vec<Ipv4Addr> = ips.iter().map(NodeIp::ip).collect();
+    // Keyed, as production clusters should run: the faults must not break the handshake.
+    let keys = KeyFile::new(&[secrets::KEY_A]).context("writing the cluster key")?;
     let cluster = TestCluster::start(config.nodes, config.quorum, |o| {
         let i =
             o.id.strip_prefix('n')
                 .and_then(|i| i.parse::<usize>().ok())
                 .and_then(|i| i.checked_sub(1));
+        let o = o.flag("--cluster-key-file", keys.arg());
         match i.and_then(|i| addrs.get(i)) {
             Some(ip) => o.bind_ip(*ip),
             None => o,
@@ -487,6 +491,7 @@ pub async fn start_cluster(config: &ChaosConfig) -> anyhow::Result<ChaosCluster>
         cluster,
         ips,
         paused: BTreeSet::new(),
+        _keys: keys,
     })
 }
 
@@ -532,6 +537,8 @@ pub struct ChaosCluster {
     pub ips: Vec<NodeIp>,
     /// Nodes paused now: a restarted node is not told to join through them.
     paused: BTreeSet<usize>,
+    /// The cluster key every node reads, at start and restart.
+    _keys: KeyFile,
 }
 
 impl ChaosTarget for ChaosCluster {

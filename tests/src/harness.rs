@@ -155,6 +155,9 @@ pub struct NodeOptions {
     /// A host name for `--advertise-cluster HOST:<cluster port>`, as containers give
     /// (none: the node advertises its bind address).
     pub advertise_cluster_host: Option<String>,
+    /// The CA of the node's TLS certificate, when it serves HTTPS ([`Self::tls`]):
+    /// readiness is then probed over HTTPS.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -171,7 +174,16 @@ impl NodeOptions {
             ready_timeout: READY_TIMEOUT,
             bind_ip: Ipv4Addr::LOCALHOST,
             advertise_cluster_host: None,
+            tls_ca: None,
         }
+    }
+
+    /// Serves HTTPS with `cert` and `key` (`--tls-cert-file`, `--tls-key-file`), signed
+    /// by `ca`; the node's base URL becomes `https://`.
+    pub fn tls(mut self, cert: &Path, key: &Path, ca: &Path) -> Self {
+        self.tls_ca = Some(ca.to_path_buf());
+        self.flag("--tls-cert-file", cert.display())
+            .flag("--tls-key-file", key.display())
     }
 
     /// Sets `--n --r --w`.
@@ -353,9 +365,14 @@ impl NodeProcess {
         self.cluster_addr
     }
 
-    /// `http://IP:PORT` of `--http`.
+    /// `http://IP:PORT` of `--http` (`https://` for a node with [`NodeOptions::tls`]).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        let scheme = if self.opts.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.http_addr)
     }
 
     /// `--data-dir`.
@@ -555,10 +572,16 @@ impl NodeProcess {
                 self.child = None;
                 bail!("{} exited with {status} before it was ready", self.opts.id);
             }
-            let last = match probe.get(&url).await {
-                Ok(resp) if resp.status == 200 => return Ok(()),
-                Ok(resp) => format!("GET /health answered {}", resp.status),
-                Err(e) => format!("{e:#}"),
+            let last = match &self.opts.tls_ca {
+                Some(ca) => match https_health(&url, ca).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => format!("{e:#}"),
+                },
+                None => match probe.get(&url).await {
+                    Ok(resp) if resp.status == 200 => return Ok(()),
+                    Ok(resp) => format!("GET /health answered {}", resp.status),
+                    Err(e) => format!("{e:#}"),
+                },
             };
             if Instant::now() >= deadline {
                 bail!(
@@ -610,6 +633,32 @@ impl Drop for NodeProcess {
             );
         }
     }
+}
+
+/// `GET /health` over HTTPS, trusting `ca`: ok when it answers 200.
+async fn https_health(url: &str, ca: &Path) -> anyhow::Result<()> {
+    let base = url.trim_end_matches("/health");
+    let client = ringkv_client::Client::with_config(
+        [base],
+        ringkv_client::ClientConfig {
+            ca_file: Some(ca.to_path_buf()),
+            request_timeout_ms: 2_000,
+            ..Default::default()
+        },
+    )?;
+    client.health(base).await?;
+    Ok(())
+}
+
+/// The `ringkv` CLI binary, beside `ringkv-node`.
+pub fn cli_binary() -> PathBuf {
+    let path = node_binary().with_file_name("ringkv");
+    assert!(
+        path.is_file(),
+        "no ringkv binary at {}: build it with `cargo build --release --workspace --bins`",
+        path.display()
+    );
+    path
 }
 
 /// What a node that was expected to refuse to start did.

@@ -217,11 +217,17 @@ impl std::fmt::Display for Response {
     }
 }
 
+/// The API token every [`HttpClient`] sends when this variable is set
+/// (`compose/cluster chaos` sets it for the compose cluster, whose nodes need one).
+pub const TOKEN_ENV: &str = "RINGKV_TEST_TOKEN";
+
 /// A pooled HTTP/1 client; clones share the pool.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     client: Client<HttpConnector, ReqBody>,
     timeout: Duration,
+    /// `Authorization` of every request, from [`TOKEN_ENV`] or [`HttpClient::with_token`].
+    auth: Option<HeaderValue>,
 }
 
 impl Default for HttpClient {
@@ -245,7 +251,24 @@ impl HttpClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build_http();
-        Self { client, timeout }
+        let auth = std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .and_then(|t| HeaderValue::from_str(&format!("Bearer {}", t.trim())).ok());
+        Self {
+            client,
+            timeout,
+            auth,
+        }
+    }
+
+    /// The same client sending `Authorization: Bearer <token>` with every request
+    /// (for nodes started with `--api-token-file`).
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.auth = Some(
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("a token is a header value"),
+        );
+        self
     }
 
     /// Sends one request and reads the whole answer. `url` is absolute
@@ -262,6 +285,13 @@ impl HttpClient {
             .uri(url)
             .body(body)
             .with_context(|| format!("building {method} {url}"))?;
+        let own_auth = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+        if let Some(auth) = self.auth.as_ref().filter(|_| !own_auth) {
+            req.headers_mut()
+                .insert(http::header::AUTHORIZATION, auth.clone());
+        }
         for (name, value) in headers {
             req.headers_mut().append(
                 HeaderName::from_bytes(name.as_bytes())?,

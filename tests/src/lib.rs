@@ -9,6 +9,7 @@
 //! - [`raw`]: hand-written HTTP/1.1 for bodies a server must refuse early.
 //! - [`promtool`]: `promtool check metrics`, where promtool is installed.
 //! - [`browser`]: a headless chromium over WebDriver, for the dashboard's test.
+//! - [`secrets`]: cluster key and token files for keyed nodes, and the test TLS files.
 //! - [`readme`]: the README's tour steps and metrics list, read from README.md, for
 //!   the tests that hold the README to its word.
 //! - [`history`], [`workload`], [`checker`], [`chaos`]: the chaos suite, a recorded
@@ -34,7 +35,8 @@ pub mod netfault;
 pub mod promtool;
 pub mod raw;
 pub mod readme;
+pub mod secrets;
 pub mod workload;
 
-pub use harness::{ExitOutput, NodeOptions, NodeProcess, TestCluster, node_binary};
+pub use harness::{ExitOutput, NodeOptions, NodeProcess, TestCluster, cli_binary, node_binary};
 pub use http::{Api, HttpClient, Response, b64, encode_key, sorted, unb64};

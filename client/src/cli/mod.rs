@@ -10,10 +10,12 @@ mod ring;
 mod status;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use ringkv_client::{Client, ClientConfig, Error};
+use ringkv_client::security::tls_client_config;
+use ringkv_client::{BearerToken, Client, ClientConfig, Error};
 
 /// Exit status of `get` when the key has no value.
 pub const EXIT_NOT_FOUND: u8 = 1;
@@ -46,8 +48,37 @@ pub struct Cli {
     )]
     pub client_timeout_ms: u64,
 
+    /// API bearer token, for nodes started with --api-token-file.
+    #[arg(long, global = true, env = "RINGKV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// File whose first line is the API bearer token (instead of --token).
+    #[arg(
+        long,
+        global = true,
+        env = "RINGKV_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// PEM file of the CA that signed the nodes' TLS certificates; needed for
+    /// https:// node URLs.
+    #[arg(long, global = true, env = "RINGKV_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The token from --token or --token-file, if either is given.
+    fn bearer_token(&self) -> anyhow::Result<Option<BearerToken>> {
+        Ok(match (&self.token, &self.token_file) {
+            (Some(token), _) => Some(BearerToken::new(token)?),
+            (None, Some(file)) => Some(BearerToken::from_file(file)?),
+            (None, None) => None,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,14 +185,26 @@ pub struct DeleteArgs {
 /// Runs one command; `Ok` carries the exit status of an outcome that is not an
 /// error (a missing key).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let token = cli.bearer_token()?;
     if let Command::Bench(args) = cli.command {
         // The bench opens its own bare connections; it needs no pooled client.
-        return bench::run(&cli.nodes, cli.client_timeout_ms, args).await;
+        let secured = bench::Secured {
+            token,
+            // The bench speaks HTTP/1.1 only.
+            tls: cli
+                .ca_file
+                .as_deref()
+                .map(|ca| tls_client_config(ca, &[b"http/1.1"]))
+                .transpose()?,
+        };
+        return bench::run(&cli.nodes, cli.client_timeout_ms, secured, args).await;
     }
     let client = Client::with_config(
         &cli.nodes,
         ClientConfig {
             request_timeout_ms: cli.client_timeout_ms,
+            token,
+            ca_file: cli.ca_file.clone(),
             ..ClientConfig::default()
         },
     )?;
@@ -231,6 +274,33 @@ mod tests {
 
         let cli = Cli::try_parse_from(["ringkv", "get", "k", "--nodes", "http://d:4"]).unwrap();
         assert_eq!(cli.nodes, ["http://d:4"]);
+    }
+
+    #[test]
+    fn token_and_ca_flags_are_global_and_a_token_has_one_source() {
+        // --token, --token-file and --ca-file parse before or after the subcommand;
+        // --token and --token-file together are refused.
+        let cli = Cli::try_parse_from([
+            "ringkv",
+            "--token",
+            "abc-def",
+            "status",
+            "--ca-file",
+            "/tmp/ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(cli.token.as_deref(), Some("abc-def"));
+        assert_eq!(
+            cli.ca_file.as_deref(),
+            Some(std::path::Path::new("/tmp/ca.pem"))
+        );
+        assert_eq!(
+            cli.bearer_token().unwrap().unwrap().header_value(),
+            "Bearer abc-def"
+        );
+        assert!(
+            Cli::try_parse_from(["ringkv", "--token", "a", "--token-file", "f", "status"]).is_err()
+        );
     }
 
     #[test]

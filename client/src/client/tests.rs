@@ -418,15 +418,25 @@ async fn a_context_that_is_not_a_header_value_is_refused_before_sending() {
 
 #[test]
 fn node_urls_are_checked() {
-    // Proves only http://host:port (optionally without scheme or with a trailing slash) is accepted.
+    // Proves only http(s)://host:port (optionally without scheme or with a trailing
+    // slash) is accepted, and that https:// needs a CA file.
     let ok = parse_node_url("http://127.0.0.1:8001/").unwrap();
     assert_eq!(ok.url, "http://127.0.0.1:8001");
     assert_eq!(
         parse_node_url("127.0.0.1:8002").unwrap().url,
         "http://127.0.0.1:8002"
     );
+    assert_eq!(
+        parse_node_url("https://127.0.0.1:8003").unwrap().url,
+        "https://127.0.0.1:8003"
+    );
+    let err = Client::new(["https://127.0.0.1:8003"]).unwrap_err();
+    assert!(
+        matches!(&err, Error::BadUrl(why) if why.contains("--ca-file")),
+        "{err:?}"
+    );
     for bad in [
-        "https://127.0.0.1:8001",
+        "ftp://127.0.0.1:8001",
         "http://127.0.0.1",
         "http://127.0.0.1:8001/kv",
         "http://127.0.0.1:8001?x=1",

@@ -10,12 +10,14 @@
 
 mod admin;
 mod dashboard;
+pub mod auth;
 mod json;
 mod kv;
 mod params;
 mod reply;
 mod server;
 pub mod stats;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,6 +61,10 @@ pub(crate) type Body = Full<Bytes>;
 /// Answers one request and records it in the metrics.
 pub async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
+    if let Some(refused) = auth::refusal(state.config.api_tokens.as_deref(), &req) {
+        crate::metrics::http_request("other", refused.status(), started.elapsed());
+        return refused;
+    }
     let (op, result) = route(&state, req).await;
     let class = op_class(op);
     if let (Err(e), Some(class)) = (&result, class)

@@ -1,6 +1,7 @@
 //! The HTTP listener: accepts connections (at most `--max-connections` at once), serves
-//! HTTP/1.1 and HTTP/2 on each, and on shutdown stops accepting, lets in-flight
-//! requests finish within the drain timeout, then returns.
+//! HTTP/1.1 and HTTP/2 on each (over TLS with `--tls-cert-file`, see [`super::tls`]),
+//! and on shutdown stops accepting, lets in-flight requests finish within the drain
+//! timeout, then returns.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
 use super::{ApiState, handle};
 
@@ -37,6 +39,7 @@ pub async fn serve(
         .max_concurrent_streams(256);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(config.max_connections));
+    let tls = config.tls.clone().map(TlsAcceptor::from);
 
     loop {
         let permit = tokio::select! {
@@ -61,13 +64,41 @@ pub async fn serve(
             let state = state.clone();
             async move { Ok::<_, Infallible>(handle(state, req).await) }
         });
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+        let Some(tls) = tls.clone() else {
+            let conn = graceful.watch(
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        };
+        let (watcher, builder) = (graceful.watcher(), builder.clone());
+        let handshake_timeout = config.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;
+            // In the connection's task: a client that stalls here holds only its own slot.
+            let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = watcher.watch(
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

@@ -10,11 +10,13 @@ use std::time::Duration;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ringkv_gossip::ClusterKeys;
 use tokio::time::Instant;
 
 use super::batch::Batcher;
 use super::exchange::{Exchange, Failure};
 use super::message::{PeerRequest, PeerResponse};
+use super::secure::PeerConnector;
 use super::{PEER_CALL_DURATION, PEER_CALLS};
 use crate::{Error, Result};
 
@@ -44,13 +46,18 @@ pub struct PeerClient {
 impl PeerClient {
     /// A client that introduces itself to peers as `local_id`. Opens no connection yet.
     pub fn new(local_id: String) -> Self {
-        Self::with_local_ip(local_id, None)
+        Self::with_options(local_id, None, None)
     }
 
     /// Like [`PeerClient::new`], with connections made from `local_ip` (the address
     /// the node's cluster port is bound to), so that peers, firewalls and fault
-    /// injection see each node's traffic come from its own address.
-    pub fn with_local_ip(local_id: String, local_ip: Option<std::net::IpAddr>) -> Self {
+    /// injection see each node's traffic come from its own address, and with `keys`
+    /// (`--cluster-key-file`) every connection handshaken under the first of them.
+    pub fn with_options(
+        local_id: String,
+        local_ip: Option<std::net::IpAddr>,
+        keys: Option<Arc<ClusterKeys>>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_local_address(local_ip);
         connector.set_nodelay(true);
@@ -67,7 +74,7 @@ impl PeerClient {
             .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             // Merges carry whole values: grow the windows past the 64 KiB default.
             .http2_adaptive_window(true)
-            .build(connector);
+            .build(PeerConnector::new(connector, keys));
         Self {
             transport: Exchange::new(local_id.into(), client),
             batchers: Arc::default(),

@@ -11,10 +11,10 @@ use http::header::CONTENT_TYPE;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use ringkv_client::error::error_chain;
 
 use super::message::{Envelope, MESSAGE_MAX_BYTES, PROTOCOL_VERSION, PeerRequest, PeerResponse};
+use super::secure::PeerConnector;
 use super::{RPC_PATH, wire_config};
 
 /// Longest refusal text read from a peer; a reason is a line, not a body.
@@ -25,11 +25,11 @@ const REASON_MAX_BYTES: usize = 1024;
 pub(super) struct Exchange {
     /// This node's id, sent in every envelope.
     local_id: Arc<str>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<PeerConnector, Full<Bytes>>,
 }
 
 impl Exchange {
-    pub(super) fn new(local_id: Arc<str>, client: Client<HttpConnector, Full<Bytes>>) -> Self {
+    pub(super) fn new(local_id: Arc<str>, client: Client<PeerConnector, Full<Bytes>>) -> Self {
         Self { local_id, client }
     }
 
@@ -112,17 +112,22 @@ impl Exchange {
             .await
             .map_err(|e| sent(format!("the answer could not be read: {e}")))?
             .to_bytes();
-        let (answers, used_bytes) =
-            bincode::decode_from_slice::<Vec<PeerResponse>, _>(&body, wire_config())
-                .map_err(|e| sent(format!("undecodable answer: {e}")))?;
-        if used_bytes != body.len() {
-            return Err(sent(format!(
-                "undecodable answer: {} bytes after the message",
-                body.len() - used_bytes
-            )));
-        }
-        Ok(answers)
+        decode_answers(&body).map_err(sent)
     }
+}
+
+/// Decodes a peer's answers, which must use every byte of `body`.
+pub(super) fn decode_answers(body: &[u8]) -> Result<Vec<PeerResponse>, String> {
+    let (answers, used_bytes) =
+        bincode::decode_from_slice::<Vec<PeerResponse>, _>(body, wire_config())
+            .map_err(|e| format!("undecodable answer: {e}"))?;
+    if used_bytes != body.len() {
+        return Err(format!(
+            "undecodable answer: {} bytes after the message",
+            body.len() - used_bytes
+        ));
+    }
+    Ok(answers)
 }
 
 /// Whether hyper gave the request back unstarted: every `Canceled` error hyper makes

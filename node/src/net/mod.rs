@@ -20,11 +20,15 @@
 //! whose outcome is unknown ([`crate::Error::Peer`]: timed out, failed mid-way,
 //! refused, garbage).
 //!
+//! With `--cluster-key-file` every connection is authenticated and encrypted by a Noise
+//! handshake keyed by the cluster key before HTTP/2 runs on it ([`secure`], [`noise`]);
+//! a connection that fails it is closed unread and counted in
+//! `ringkv_rejected_total{channel="peer"}`.
+//!
 //! Caveats:
-//! - No authentication yet: anyone who reaches the cluster port can read and write
-//!   through it, and the envelope's `from` is the sender's claim. A shared cluster key
-//!   (`--cluster-key-file`, docs/architecture.md#caveats-and-known-limits) is a later
-//!   issue; until then the port must be on a trusted network.
+//! - Without a cluster key nothing is authenticated: anyone who reaches the cluster port
+//!   can read and write through it. With one, every key holder is trusted alike: the
+//!   envelope's `from` is still the sender's claim, checked by nobody.
 //! - A message whose every caller gave up (their timeouts) resets its HTTP/2 stream,
 //!   and hyper then drops the handler's futures at their next `.await`: a
 //!   [`PeerHandler`] must leave state consistent at every await point, or spawn the
@@ -37,6 +41,8 @@ mod batch;
 mod client;
 mod exchange;
 pub mod message;
+mod noise;
+pub mod secure;
 mod server;
 mod transport;
 
@@ -82,5 +88,7 @@ pub const fn wire_config() -> Configuration<LittleEndian, Varint, Limit<MESSAGE_
     bincode::config::standard().with_limit::<MESSAGE_MAX_BYTES>()
 }
 
+#[cfg(test)]
+mod hostile;
 #[cfg(test)]
 mod tests;

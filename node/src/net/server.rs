@@ -1,5 +1,7 @@
 //! The peer RPC listener: HTTP/2 with prior knowledge, one route (`POST /rpc`), at most
 //! [`CONNECTIONS_MAX`] connections of [`STREAMS_PER_CONNECTION_MAX`] concurrent calls.
+//! With a cluster key every connection first passes the handshake of [`super::secure`]
+//! (in its own task, so a slow or hostile one never holds up the accept loop).
 //! On shutdown it stops accepting, lets in-flight calls finish for up to
 //! [`DRAIN_TIMEOUT`], then closes whatever is left and returns.
 
@@ -16,8 +18,9 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use ringkv_gossip::ClusterKeys;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -25,6 +28,7 @@ use tokio::task::JoinSet;
 use super::message::{
     BATCH_CALLS_MAX, Envelope, MESSAGE_MAX_BYTES, PROTOCOL_VERSION, PeerRequest, PeerResponse,
 };
+use super::secure::{PeerIo, secure_accepted};
 use super::{PEER_BAD_REQUESTS, RPC_PATH, wire_config};
 
 /// What a node does with its peers' requests (the coordinator and the replica, wired by
@@ -58,9 +62,11 @@ const REASON_MAX_BYTES: usize = 1024;
 
 /// Serves peer calls on `listener` until `shutdown` turns true (or its sender is
 /// dropped), then drains in-flight calls and returns once every connection is closed.
+/// With `keys`, only connections that pass the handshake under one of them are served.
 pub async fn serve(
     listener: TcpListener,
     handler: Arc<dyn PeerHandler>,
+    keys: Option<Arc<ClusterKeys>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -107,11 +113,19 @@ pub async fn serve(
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(answer(handler.as_ref(), req).await) }
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let (watcher, builder, keys) = (graceful.watcher(), builder.clone(), keys.clone());
         // Reap finished connections so the set holds only live ones.
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
             let _permit = permit;
+            let stream = match secure_accepted(stream, keys.as_deref()).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, %remote, "peer connection refused at the handshake");
+                    return;
+                }
+            };
+            let conn = watcher.watch(builder.serve_connection(PeerIo::new(stream), service));
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %remote, "peer connection ended with an error");
             }
@@ -243,7 +257,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
 
 /// Decodes a call, version first: a peer of another version may have changed
 /// everything after it, and deserves to be told the version rather than "undecodable".
-fn decode_request(bytes: &[u8]) -> Result<Envelope<Vec<PeerRequest>>, Refusal> {
+pub(super) fn decode_request(bytes: &[u8]) -> Result<Envelope<Vec<PeerRequest>>, Refusal> {
     let undecodable = |e: bincode::error::DecodeError| match e {
         // A length prefix that claims more than a message may hold.
         bincode::error::DecodeError::LimitExceeded => Refusal::new(
@@ -294,10 +308,10 @@ fn decode_request(bytes: &[u8]) -> Result<Envelope<Vec<PeerRequest>>, Refusal> {
 
 /// A request refused before it reached the handler.
 #[derive(Debug)]
-struct Refusal {
+pub(super) struct Refusal {
     status: StatusCode,
     /// The `reason` label of [`PEER_BAD_REQUESTS`].
-    metric_reason: &'static str,
+    pub(super) metric_reason: &'static str,
     message: String,
 }
 

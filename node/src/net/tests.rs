@@ -21,6 +21,8 @@ use super::{
     PeerClient, PeerErrorKind, PeerHandler, PeerRequest, PeerResponse, WireSupersedes, serve,
     wire_config,
 };
+use ringkv_gossip::ClusterKeys;
+
 use crate::Error;
 use crate::version::{Actor, Clock, VersionVector, Versioned};
 
@@ -130,11 +132,26 @@ struct Running {
 }
 
 async fn start(handler: Arc<Fake>) -> Running {
+    start_keyed(handler, &[]).await
+}
+
+/// Cluster keys `[k; 32]` for each `k` (the first sends); none: `None`.
+fn cluster_keys(seeds: &[u8]) -> Option<Arc<ClusterKeys>> {
+    (!seeds.is_empty())
+        .then(|| Arc::new(ClusterKeys::new(seeds.iter().map(|k| [*k; 32]).collect()).unwrap()))
+}
+
+/// A server holding the cluster keys `keys` (none: plain).
+async fn start_keyed(handler: Arc<Fake>, keys: &[u8]) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(serve(listener, handler, stopped));
+    let task = tokio::spawn(serve(listener, handler, cluster_keys(keys), stopped));
     Running { addr, stop, task }
+}
+
+fn keyed_client(keys: &[u8]) -> PeerClient {
+    PeerClient::with_options("node-a".into(), None, cluster_keys(keys))
 }
 
 /// A port nobody listens on: bound, then released.
@@ -540,4 +557,84 @@ async fn shutdown_lets_an_in_flight_call_finish() {
         matches!(result, Err(Error::PeerUnreachable { .. })),
         "{result:?}"
     );
+}
+
+#[tokio::test]
+async fn keyed_peers_talk_and_strangers_are_unreachable() {
+    // A client holding the server's key (on any line) gets answers; a client with
+    // another key, or none, never reaches the handler: its call is "never sent".
+    let fake = Fake::slow(Duration::ZERO);
+    let server = start_keyed(fake.clone(), &[1, 2]).await;
+    for keys in [&[1][..], &[2], &[2, 1], &[1, 3]] {
+        let answer = keyed_client(keys)
+            .call(server.addr, read("k"), CALL_TIMEOUT)
+            .await;
+        assert!(
+            matches!(answer, Ok(PeerResponse::Read(Some(_)))),
+            "{keys:?}: {answer:?}"
+        );
+    }
+    for keys in [&[3][..], &[]] {
+        let answer = keyed_client(keys)
+            .call(server.addr, read("k"), CALL_TIMEOUT)
+            .await;
+        assert!(
+            matches!(
+                answer,
+                Err(Error::PeerUnreachable { .. }) | Err(Error::Peer { .. })
+            ),
+            "{keys:?}: {answer:?}"
+        );
+    }
+    assert_eq!(
+        fake.received.lock().unwrap().len(),
+        4,
+        "only keyed calls arrived"
+    );
+    // A keyed client cannot talk to a plain server either.
+    let plain = start(fake.clone()).await;
+    let answer = keyed_client(&[1])
+        .call(plain.addr, read("k"), CALL_TIMEOUT)
+        .await;
+    assert!(
+        matches!(answer, Err(Error::PeerUnreachable { .. })),
+        "{answer:?}"
+    );
+    assert_eq!(fake.received.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn hostile_connections_never_stall_a_keyed_server() {
+    // Garbage, a plain HTTP/2 preface, a half handshake and a silent connection are all
+    // refused or left to time out in their own tasks, while a keyed client is served.
+    let fake = Fake::slow(Duration::ZERO);
+    let server = start_keyed(fake.clone(), &[1]).await;
+    let mut hostile = Vec::new();
+    for bytes in [
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+        &[0xff; 64],
+        &[0, 48, 1, 2, 3],
+        &[],
+    ] {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        hostile.push(stream);
+    }
+    let answer = keyed_client(&[1])
+        .call(server.addr, read("k"), CALL_TIMEOUT)
+        .await;
+    assert!(
+        matches!(answer, Ok(PeerResponse::Read(Some(_)))),
+        "{answer:?}"
+    );
+    // The refused ones are closed by the server: a read sees the end, not a hang.
+    for mut stream in hostile.drain(..2) {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(
+            CALL_TIMEOUT,
+            tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+        )
+        .await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringkv_client::wire::AntiEntropyBody;
-use ringkv_gossip::{Gossip, GossipConfig, SwimConfig};
+use ringkv_gossip::{ClusterKeys, Gossip, GossipConfig, SwimConfig};
 use ringkv_node::anti_entropy::AntiEntropyOptions;
 use ringkv_node::cluster::Cluster;
 use ringkv_node::coordinator::{Coordinator, Quorum};
@@ -39,6 +39,18 @@ pub struct Host {
     /// Off the ring for good (left, or removed): never booted again.
     pub gone: bool,
     services: Option<Services>,
+    /// The cluster key its gossip is sealed under; `None`: in the clear.
+    pub cluster_keys: Option<Arc<ClusterKeys>>,
+}
+
+/// The run's cluster key, derived from the seed (a simulation needs no secret).
+pub fn sim_cluster_keys(seed: u64) -> Arc<ClusterKeys> {
+    let mut rng = SimRng::derive(seed, "cluster key");
+    let mut key = [0u8; 32];
+    for chunk in key.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    Arc::new(ClusterKeys::new(vec![key]).expect("one key"))
 }
 
 impl Host {
@@ -64,6 +76,7 @@ impl Host {
             boot: 0,
             gone: false,
             services: None,
+            cluster_keys: None,
         }
     }
 
@@ -109,6 +122,7 @@ impl Host {
         config.seeds = seeds;
         config.swim = SwimConfig::lan(8);
         config.rng_seed = Some(self.seed ^ boot.wrapping_mul(0x9E37_79B9));
+        config.cluster_keys = self.cluster_keys.clone();
         let socket = SimSocket::new(net.clone(), self.addr, boot, inbox);
         let gossip = Gossip::start_on(config, socket, self.addr)?;
         let env = Env {

@@ -60,6 +60,9 @@ struct Cli {
     /// Print every event of the trace (one seed).
     #[arg(long)]
     print_trace: bool,
+    /// Seal every host's gossip under a cluster key, as `--cluster-key-file` does.
+    #[arg(long)]
+    keyed: bool,
 }
 
 fn parse_range(text: &str) -> Result<Range<u64>, String> {
@@ -97,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         lose_acked_writes: cli.bug == Some(Bug::LoseAckedWrites),
         keep_log: cli.print_trace,
         membership: cli.membership,
+        keyed: cli.keyed,
         ..SimOptions::default()
     };
     let threads = cli

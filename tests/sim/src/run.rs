@@ -36,6 +36,8 @@ pub struct SimOptions {
     /// Membership changes during the run: the last host joins, one host leaves, one
     /// is crashed for good and removed.
     pub membership: bool,
+    /// Every host seals its gossip under one cluster key (`ringkv-sim --keyed`).
+    pub keyed: bool,
 }
 
 impl Default for SimOptions {
@@ -49,6 +51,7 @@ impl Default for SimOptions {
             lose_acked_writes: false,
             keep_log: false,
             membership: false,
+            keyed: false,
         }
     }
 }
@@ -98,7 +101,7 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
         (0..options.hosts)
             .map(|i| {
                 let seeds = if i == 0 { Vec::new() } else { vec![first] };
-                let host = Host::new(
+                let mut host = Host::new(
                     i,
                     seed,
                     dir.path(),
@@ -106,6 +109,9 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
                     quorum,
                     options.lose_acked_writes,
                 );
+                if options.keyed {
+                    host.cluster_keys = Some(crate::host::sim_cluster_keys(seed));
+                }
                 net.add_host(&host.id, host.addr);
                 AsyncMutex::new(host)
             })

@@ -15,6 +15,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -24,22 +26,57 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
+use ringkv_client::BearerToken;
 use ringkv_client::error::error_chain;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// What the bench needs for a secured cluster: the API token and, for `https://`
+/// nodes, the TLS setup that trusts their CA.
+#[derive(Debug, Clone, Default)]
+pub struct Secured {
+    pub token: Option<BearerToken>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
 
 /// One node: its URL as given, the address to connect to and its `Host` header.
 #[derive(Debug)]
 pub struct Target {
-    /// `http://host:port`.
+    /// `http://host:port` or `https://host:port`.
     pub url: String,
     addr: SocketAddr,
     host: HeaderValue,
+    /// `Authorization` of every request, with a token.
+    auth: Option<HeaderValue>,
+    /// For `https://`: the TLS connector and the name the certificate must carry.
+    tls: Option<TlsTarget>,
+}
+
+/// How to open TLS to one node.
+#[derive(Clone)]
+struct TlsTarget {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsTarget({:?})", self.name)
+    }
 }
 
 impl Target {
     /// The `Host` header of requests to this node.
     pub fn host(&self) -> &HeaderValue {
         &self.host
+    }
+
+    /// The `Authorization` header of requests to this node, if any.
+    pub fn auth(&self) -> Option<&HeaderValue> {
+        self.auth.as_ref()
     }
 
     /// A target at `addr` (`127.0.0.1:9`) without resolving anything.
@@ -49,28 +86,46 @@ impl Target {
             url: format!("http://{addr}"),
             addr: addr.parse().expect("a test address is an IP and a port"),
             host: HeaderValue::from_str(addr).expect("an address is a valid header value"),
+            auth: None,
+            tls: None,
         }
     }
 
-    /// Parses `http://host:port` (or `host:port`) and resolves the host once.
-    pub async fn resolve(url: &str) -> anyhow::Result<Self> {
-        let authority = parse_node_url(url)?;
+    /// Parses `http(s)://host:port` (or `host:port`) and resolves the host once.
+    pub async fn resolve(url: &str, secured: &Secured) -> anyhow::Result<Self> {
+        let (scheme, authority) = parse_node_url(url)?;
         let addr = tokio::net::lookup_host(authority.as_str())
             .await
             .with_context(|| format!("resolving {url}"))?
             .next()
             .with_context(|| format!("{url} resolves to no address"))?;
+        let tls = if scheme == Scheme::HTTPS {
+            let config = secured.tls.clone().with_context(|| {
+                format!("{url}: https:// needs the nodes' CA (--ca-file, RINGKV_CA_FILE)")
+            })?;
+            let name = ServerName::try_from(authority.host().to_owned())
+                .with_context(|| format!("{url}: not a name a certificate can carry"))?;
+            Some(TlsTarget {
+                connector: TlsConnector::from(config),
+                name,
+            })
+        } else {
+            None
+        };
         Ok(Self {
-            url: format!("http://{authority}"),
+            url: format!("{scheme}://{authority}"),
             addr,
             host: HeaderValue::from_str(authority.as_str())
                 .context("the host is not a valid header value")?,
+            auth: secured.token.as_ref().map(|t| t.header_value().clone()),
+            tls,
         })
     }
 }
 
-/// The authority of a node URL: `http://` only, with a port, no path.
-fn parse_node_url(url: &str) -> anyhow::Result<Authority> {
+/// The scheme and authority of a node URL: `http://` or `https://`, with a port, no
+/// path.
+fn parse_node_url(url: &str) -> anyhow::Result<(Scheme, Authority)> {
     let trimmed = url.trim();
     let full = if trimmed.contains("://") {
         trimmed.to_owned()
@@ -81,9 +136,10 @@ fn parse_node_url(url: &str) -> anyhow::Result<Authority> {
         .parse()
         .with_context(|| format!("bad node URL {url:?}"))?;
     let parts = uri.into_parts();
-    if parts.scheme != Some(Scheme::HTTP) {
-        bail!("bad node URL {url:?}: only http:// is supported");
-    }
+    let scheme = match parts.scheme {
+        Some(scheme) if scheme == Scheme::HTTP || scheme == Scheme::HTTPS => scheme,
+        _ => bail!("bad node URL {url:?}: only http:// and https:// are supported"),
+    };
     let authority = parts
         .authority
         .with_context(|| format!("bad node URL {url:?}: no host"))?;
@@ -96,7 +152,7 @@ fn parse_node_url(url: &str) -> anyhow::Result<Authority> {
     {
         bail!("bad node URL {url:?}: a node URL has no path");
     }
-    Ok(authority)
+    Ok((scheme, authority))
 }
 
 /// What a request got back, as far as the bench cares.
@@ -125,7 +181,54 @@ pub enum Failure {
 /// The request body type: a whole body in memory (empty for GET).
 pub type Body = Full<Bytes>;
 
-type Driver = Pin<Box<Connection<TokioIo<TcpStream>, Body>>>;
+type Driver = Pin<Box<Connection<TokioIo<BenchIo>, Body>>>;
+
+/// A bench connection: bare TCP or TLS over it.
+#[derive(Debug)]
+enum BenchIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for BenchIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BenchIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            BenchIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BenchIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            BenchIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            BenchIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BenchIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            BenchIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BenchIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            BenchIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// An open connection: the request handle and the future that moves its bytes
 /// (`None` once it ended, which drops it).
@@ -135,6 +238,7 @@ type Live = (SendRequest<Body>, Option<Driver>);
 #[derive(Debug)]
 pub struct Conn {
     target_addr: SocketAddr,
+    tls: Option<TlsTarget>,
     /// The client-side limit on connecting, or on one request's whole exchange.
     timeout: Duration,
     live: Option<Live>,
@@ -154,6 +258,7 @@ impl Conn {
     pub fn new(target: &Target, timeout: Duration) -> Self {
         Self {
             target_addr: target.addr,
+            tls: target.tls.clone(),
             timeout,
             live: None,
         }
@@ -167,12 +272,13 @@ impl Conn {
     /// Opens the connection now, so that setup fails early on an unreachable node.
     pub async fn connect(&mut self) -> Result<(), Failure> {
         if self.live.is_none() {
-            let live = tokio::time::timeout(self.timeout, open(self.target_addr))
-                .await
-                .unwrap_or(Err(Failure::Connect(format!(
-                    "no connection within {:?}",
-                    self.timeout
-                ))))?;
+            let live =
+                tokio::time::timeout(self.timeout, open(self.target_addr, self.tls.as_ref()))
+                    .await
+                    .unwrap_or(Err(Failure::Connect(format!(
+                        "no connection within {:?}",
+                        self.timeout
+                    ))))?;
             self.live = Some(live);
         }
         Ok(())
@@ -215,7 +321,11 @@ impl Conn {
         find: Option<&'static [u8]>,
     ) -> Result<Answer, Attempt> {
         if self.live.is_none() {
-            self.live = Some(open(self.target_addr).await.map_err(Attempt::Failed)?);
+            self.live = Some(
+                open(self.target_addr, self.tls.as_ref())
+                    .await
+                    .map_err(Attempt::Failed)?,
+            );
         }
         let (result, ended) = {
             let (sender, driver) = self.live.as_mut().expect("opened above");
@@ -288,8 +398,9 @@ async fn drive(driver: &mut Option<Driver>) -> hyper::Result<()> {
     }
 }
 
-/// Opens a TCP connection to `addr` and does the HTTP/1.1 handshake.
-async fn open(addr: SocketAddr) -> Result<Live, Failure> {
+/// Opens a TCP connection to `addr`, TLS over it for `https://`, and does the HTTP/1.1
+/// handshake.
+async fn open(addr: SocketAddr, tls: Option<&TlsTarget>) -> Result<Live, Failure> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| Failure::Connect(format!("connecting to {addr}: {e}")))?;
@@ -297,7 +408,16 @@ async fn open(addr: SocketAddr) -> Result<Live, Failure> {
     stream
         .set_nodelay(true)
         .map_err(|e| Failure::Connect(e.to_string()))?;
-    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let io = match tls {
+        None => BenchIo::Plain(stream),
+        Some(tls) => BenchIo::Tls(Box::new(
+            tls.connector
+                .connect(tls.name.clone(), stream)
+                .await
+                .map_err(|e| Failure::Connect(format!("TLS with {addr}: {e}")))?,
+        )),
+    };
+    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| Failure::Connect(error_chain(&e)))?;
     Ok((sender, Some(Box::pin(driver))))
@@ -329,11 +449,15 @@ mod tests {
     fn node_urls_need_http_a_host_and_a_port() {
         // Proves the accepted URL forms and the refusals.
         assert_eq!(
-            parse_node_url("http://127.0.0.1:8001/").unwrap(),
+            parse_node_url("http://127.0.0.1:8001/").unwrap().1,
             "127.0.0.1:8001"
         );
-        assert_eq!(parse_node_url("localhost:9000").unwrap(), "localhost:9000");
-        assert!(parse_node_url("https://127.0.0.1:8001").is_err());
+        assert_eq!(
+            parse_node_url("localhost:9000").unwrap().1,
+            "localhost:9000"
+        );
+        assert_eq!(parse_node_url("https://n1:8001").unwrap().0, Scheme::HTTPS);
+        assert!(parse_node_url("ftp://127.0.0.1:8001").is_err());
         assert!(parse_node_url("http://127.0.0.1").is_err());
         assert!(parse_node_url("http://127.0.0.1:8001/kv").is_err());
     }
@@ -369,7 +493,9 @@ mod tests {
                 });
             }
         });
-        let target = Target::resolve(&format!("http://{addr}")).await.unwrap();
+        let target = Target::resolve(&format!("http://{addr}"), &Secured::default())
+            .await
+            .unwrap();
         let mut conn = Conn::new(&target, Duration::from_secs(5));
         for _ in 0..3 {
             let answer = conn.send(get(&target), None).await.unwrap();
@@ -387,7 +513,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let target = Target::resolve(&format!("http://{addr}")).await.unwrap();
+        let target = Target::resolve(&format!("http://{addr}"), &Secured::default())
+            .await
+            .unwrap();
         let mut conn = Conn::new(&target, Duration::from_secs(5));
         let failure = conn.send(get(&target), None).await.unwrap_err();
         assert!(matches!(failure, Failure::Connect(_)), "{failure:?}");

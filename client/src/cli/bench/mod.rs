@@ -50,6 +50,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{RngExt as _, SeedableRng as _};
 
+pub use self::conn::Secured;
 use self::conn::{Conn, Target};
 use self::contexts::ContextTable;
 use self::keys::{KeyChooser, KeySpace};
@@ -154,6 +155,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Whether to draw progress bars on stderr.
     pub progress: bool,
+    /// Token and TLS for a secured cluster.
+    pub secured: Secured,
 }
 
 impl Config {
@@ -206,6 +209,7 @@ impl Config {
             seed: args.seed.unwrap_or_else(|| rand::random::<u64>() >> 11),
             request_timeout: Duration::from_millis(client_timeout_ms),
             progress: !args.json && std::io::stderr().is_terminal(),
+            secured: Secured::default(),
         })
     }
 }
@@ -214,9 +218,11 @@ impl Config {
 pub async fn run(
     nodes: &[String],
     client_timeout_ms: u64,
+    secured: Secured,
     args: BenchArgs,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::new(nodes, client_timeout_ms, &args)?;
+    let mut config = Config::new(nodes, client_timeout_ms, &args)?;
+    config.secured = secured;
     let summary = execute(&config).await?;
     if summary.load_errors > 0 {
         eprintln!(
@@ -238,7 +244,7 @@ pub async fn run(
 pub async fn execute(config: &Config) -> anyhow::Result<Summary> {
     let mut targets = Vec::with_capacity(config.nodes.len());
     for url in &config.nodes {
-        targets.push(Target::resolve(url).await?);
+        targets.push(Target::resolve(url, &config.secured).await?);
     }
     let etcd_api = match config.protocol {
         Protocol::Etcd => requests::detect_etcd_api(&targets[0], config.request_timeout).await?,

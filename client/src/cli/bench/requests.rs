@@ -28,7 +28,7 @@ use anyhow::bail;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 use ringkv_client::{encode_key, wire};
@@ -77,6 +77,8 @@ pub struct Requests {
     protocol: Protocol,
     keys: KeySpace,
     host: HeaderValue,
+    /// `Authorization`, for a cluster with API tokens.
+    auth: Option<HeaderValue>,
     /// ringkv: the value pool; write i sends `value_bytes` from window i.
     values: Bytes,
     /// Bytes per value.
@@ -153,6 +155,7 @@ impl Requests {
             protocol: config.protocol,
             keys: config.keys.clone(),
             host: target.host().clone(),
+            auth: target.auth().cloned(),
             values: config.values.clone(),
             value_bytes: config.value_bytes,
             value_windows,
@@ -230,6 +233,9 @@ impl Requests {
         let headers = request.headers_mut();
         // hyper's bare connection API sends no Host of its own; HTTP/1.1 needs one.
         headers.insert(HOST, self.host.clone());
+        if let Some(auth) = &self.auth {
+            headers.insert(AUTHORIZATION, auth.clone());
+        }
         if json {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
@@ -336,6 +342,9 @@ pub async fn detect_etcd_api(target: &Target, timeout: Duration) -> anyhow::Resu
         *request.method_mut() = Method::POST;
         *request.uri_mut() = format!("{api}/kv/range").parse()?;
         request.headers_mut().insert(HOST, target.host().clone());
+        if let Some(auth) = target.auth() {
+            request.headers_mut().insert(AUTHORIZATION, auth.clone());
+        }
         request
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

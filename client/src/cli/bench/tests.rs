@@ -41,6 +41,7 @@ fn config(addr: SocketAddr, workload: Workload) -> Config {
         seed: 42,
         request_timeout: Duration::from_secs(5),
         progress: false,
+        secured: Secured::default(),
     }
 }
 
@@ -122,6 +123,31 @@ fn check_clean_run(summary: &Summary) -> serde_json::Value {
     }
     assert_eq!(json["ops"], summary.ops);
     json
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_carries_the_token() {
+    // With a token, the load and the run send `Authorization: Bearer <token>` on every
+    // request: the fake node answers 401 to any request without it, and none fails.
+    let addr = start_fake(|method, _, headers, _| {
+        if headers
+            .get(http::header::AUTHORIZATION)
+            .is_none_or(|v| v != "Bearer bench-token")
+        {
+            return reply(StatusCode::UNAUTHORIZED, None, "{}");
+        }
+        match *method {
+            Method::GET => reply(StatusCode::OK, Some("ctx".into()), "v"),
+            _ => reply(StatusCode::NO_CONTENT, Some("ctx".into()), ""),
+        }
+    })
+    .await;
+    let mut run = config(addr, Workload::A);
+    run.secured.token = Some(ringkv_client::BearerToken::new("bench-token").unwrap());
+    check_clean_run(&execute(&run).await.unwrap());
+    // And without it, every request is an error: the check above can fail.
+    let summary = execute(&config(addr, Workload::C)).await.unwrap();
+    assert_eq!(summary.errors, summary.ops, "{summary:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
