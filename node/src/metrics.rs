@@ -411,6 +411,8 @@ pub fn layout(epoch: u64, in_flight: bool, pending: u64) {
     metrics::gauge!(LAYOUT_EPOCH).set(epoch as f64);
     metrics::gauge!(LAYOUT_IN_FLIGHT).set(if in_flight { 1.0 } else { 0.0 });
     metrics::gauge!(TRANSFER_PARTITIONS_PENDING).set(pending as f64);
+}
+
 /// Client requests that failed for want of a quorum, by `op` (`read`, `write`) and
 /// `reason` (`insufficient_replicas`: too few replicas live to try; `timeout`: tried,
 /// too few answered in time), counted where the answer leaves the node.

@@ -199,10 +199,11 @@ mod tests {
 
     #[tokio::test]
     async fn every_endpoint_but_health_needs_a_valid_bearer_token() {
-        // GET /health and /healthz pass without a token; everything else (including a
-        // POST to /health) needs one, and a refusal is a JSON 401 `unauthorized`.
+        // GET /health, /healthz and the dashboard's page (/) pass without a token;
+        // everything else (including a POST to /health) needs one, and a refusal is a
+        // JSON 401 `unauthorized`.
         let t = tokens();
-        for path in ["/health", "/healthz"] {
+        for path in ["/health", "/healthz", "/"] {
             assert!(refusal(Some(&t), &request(Method::GET, path, None)).is_none());
         }
         let bearer = format!("Bearer {T2}");
@@ -212,7 +213,8 @@ mod tests {
             (Method::PUT, "/kv?key=a"),
             (Method::GET, "/metrics"),
             (Method::GET, "/cluster"),
-            (Method::GET, "/"),
+            (Method::GET, "/stats"),
+            (Method::POST, "/"),
             (Method::POST, "/health"),
             (Method::GET, "/admin/replicas/a"),
         ] {

@@ -9,8 +9,8 @@
 //! buffered whole; slow headers are cut off by hyper's header read timeout.
 
 mod admin;
-mod dashboard;
 pub mod auth;
+mod dashboard;
 mod json;
 mod kv;
 mod params;
