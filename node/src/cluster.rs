@@ -330,7 +330,34 @@ struct Shared {
     view: ArcSwap<View>,
     state: Mutex<LayoutState>,
     membership: tokio::sync::watch::Receiver<Arc<Membership>>,
-    changed: tokio::sync::watch::Sender<u64>,
+    changed: Subscribers,
+}
+
+/// Who hears of view changes: one watch channel per subscriber, told in the order they
+/// subscribed. One channel shared by several receivers would wake them in an order
+/// tokio draws at random (a watch spreads its waiters over several queues), and the
+/// simulator could not replay a seed.
+#[derive(Debug, Default)]
+struct Subscribers {
+    /// The view's change count and a sender per subscriber, oldest first.
+    inner: Mutex<(u64, Vec<tokio::sync::watch::Sender<u64>>)>,
+}
+
+impl Subscribers {
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (tx, rx) = tokio::sync::watch::channel(inner.0);
+        inner.1.push(tx);
+        rx
+    }
+
+    fn tick(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.0 += 1;
+        let count = inner.0;
+        // A subscriber that dropped its receiver is forgotten.
+        inner.1.retain(|tx| tx.send(count).is_ok());
+    }
 }
 
 #[derive(Debug)]
@@ -355,7 +382,7 @@ impl Shared {
             rings,
             gossip,
         )));
-        self.changed.send_modify(|n| *n += 1);
+        self.changed.tick();
     }
 
     /// Applies `change` to the layout, then adopts, commits and retires what the rules
@@ -450,7 +477,6 @@ fn settle(layout: &mut Layout, local: &LocalNode, may_commit: bool) -> bool {
 #[derive(Debug)]
 pub struct Cluster {
     shared: Arc<Shared>,
-    changes: tokio::sync::watch::Receiver<u64>,
     gossip: Gossip,
     follower: tokio::task::JoinHandle<()>,
 }
@@ -487,7 +513,6 @@ impl Cluster {
             rings.clone(),
             membership.borrow_and_update().members().to_vec(),
         );
-        let (changed, changes) = tokio::sync::watch::channel(0u64);
         let shared = Arc::new(Shared {
             local,
             vnodes,
@@ -499,7 +524,7 @@ impl Cluster {
                 may_commit,
             }),
             membership: membership.clone(),
-            changed,
+            changed: Subscribers::default(),
         });
         // The node's own entry, and whatever the rules allow with it.
         shared.update(false, |_, _| false)?;
@@ -514,7 +539,6 @@ impl Cluster {
         };
         Ok(Self {
             shared,
-            changes,
             gossip,
             follower,
         })
@@ -545,9 +569,10 @@ impl Cluster {
     }
 
     /// Ticks whenever the view changes (a member joined, changed state, or the layout
-    /// changed).
+    /// changed). Each call is a new subscription: call it once per task, and do not
+    /// clone the receiver (see [`Subscribers`]).
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.clone()
+        self.shared.changed.subscribe()
     }
 
     pub fn local_id(&self) -> &str {

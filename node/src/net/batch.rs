@@ -111,7 +111,11 @@ async fn run(transport: Exchange, peer: SocketAddr, mut calls: mpsc::Receiver<Qu
         let second_at = oldest
             .filter(|_| !may_send && sent_at.len() < BATCHES_IN_FLIGHT_MAX)
             .map(|at| at + SECOND_MESSAGE_AFTER);
+        // Biased: an unbiased select draws its branch order from tokio's own
+        // randomness, which the simulator cannot seed, and the same seed would then
+        // run differently twice. Completions first, so a free slot is seen at once.
         tokio::select! {
+            biased;
             Some(id) = in_flight.next(), if !in_flight.is_empty() => {
                 sent_at.retain(|(sent, _)| *sent != id);
             }

@@ -242,7 +242,12 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
         &mut *shared.ops.lock().unwrap_or_else(|p| p.into_inner()),
     ));
     let final_state = final_state(&hosts, &history, quorum.n).await;
-    let report = checker::check(&history, &final_state, quorum.n);
+    let rings = if changes.is_some() {
+        checker::Rings::Change
+    } else {
+        checker::Rings::Fixed
+    };
+    let report = checker::check_rings(&history, &final_state, quorum.n, rings);
     let (sent, dropped, calls) = net.counts();
     let totals = history.totals();
     let summary = format!(
