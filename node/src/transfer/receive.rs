@@ -55,6 +55,7 @@ pub(super) fn spawn(
             board,
             received,
             backend,
+            next_partition: 0,
         };
         let mut changes = worker.cluster.changes();
         loop {
@@ -95,6 +96,9 @@ struct Receiver {
     received: Received,
     backend: Arc<dyn Backend>,
     cleanup: Cleanup,
+    /// Where the next chunk starts among the missing partitions, so partitions whose
+    /// sources are all down do not hold back the others.
+    next_partition: u16,
 }
 
 impl Receiver {
@@ -196,11 +200,14 @@ impl Receiver {
             }
             return Ok(false);
         }
-        let chunk = &missing[..missing.len().min(LEAVES_PARTITIONS_MAX)];
-        let done = self.receive_chunk(view, chunk).await?;
+        let chunk = next_chunk(&missing, self.next_partition, LEAVES_PARTITIONS_MAX);
+        self.next_partition = chunk.last().map_or(0, |p| p.0.wrapping_add(1));
+        let done = self.receive_chunk(view, &chunk).await?;
         self.received.partitions.extend(done.iter().map(|p| p.0));
         store_received(self.backend.as_ref(), &self.received)?;
-        Ok(true)
+        // Busy only on progress: with every source of a chunk down, wait for the next
+        // tick or change instead of spinning (and, in the simulator, stopping time).
+        Ok(!done.is_empty())
     }
 
     /// Exchanges `chunk` with the partitions' current home replicas; returns the
@@ -310,4 +317,33 @@ fn store_received(store: &dyn Backend, received: &Received) -> Result<()> {
     let bytes = bincode::encode_to_vec(received, bincode::config::standard())
         .map_err(|e| Error::Storage(format!("encoding transfer progress: {e}")))?;
     store.put(Cf::Meta, META_RECEIVED, &bytes, false)
+}
+
+/// At most `max` of the `missing` partitions (in order), from the first at or after
+/// `from`, wrapping around.
+fn next_chunk(missing: &[Partition], from: u16, max: usize) -> Vec<Partition> {
+    let start = missing.partition_point(|p| p.0 < from);
+    missing[start..]
+        .iter()
+        .chain(&missing[..start])
+        .take(max)
+        .copied()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_go_round_the_missing_partitions() {
+        // Every missing partition gets its turn, whichever the last chunk ended at.
+        let missing: Vec<Partition> = [3, 5, 8, 13].into_iter().map(Partition).collect();
+        let ids = |c: Vec<Partition>| c.iter().map(|p| p.0).collect::<Vec<_>>();
+        assert_eq!(ids(next_chunk(&missing, 0, 2)), [3, 5]);
+        assert_eq!(ids(next_chunk(&missing, 6, 2)), [8, 13]);
+        assert_eq!(ids(next_chunk(&missing, 14, 3)), [3, 5, 8]);
+        assert_eq!(ids(next_chunk(&missing, 9, 3)), [13, 3, 5]);
+        assert!(next_chunk(&[], 9, 3).is_empty());
+    }
 }

@@ -92,10 +92,13 @@ impl Changes {
         loop {
             let cluster = hosts[0].lock().await.cluster();
             if let Some(cluster) = cluster {
+                // Not alive, as `remove` asks: down, or suspect when host 0 restarted
+                // after the crash (a restarted node never hears of members already down,
+                // and the layout's members it has not heard of stay suspect).
                 let down = cluster
                     .view()
                     .peer(&id)
-                    .is_some_and(|p| matches!(p.state, MemberState::Down | MemberState::Left));
+                    .is_none_or(|p| p.state != MemberState::Alive);
                 if down {
                     match ringkv_node::transfer::remove(&cluster, &id) {
                         Ok(_) => break,
