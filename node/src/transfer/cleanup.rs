@@ -63,7 +63,7 @@ impl Cleanup {
         let local = view.local();
         let intent = layout.entry(local).map(|e| e.intent);
         if intent != Some(Intent::Active) && !layout.current().contains(local) {
-            self.depart();
+            self.depart(layout.in_flight());
             return Ok(false);
         }
         if layout.in_flight() || !layout.current().contains(local) {
@@ -116,16 +116,22 @@ impl Cleanup {
         Ok(false)
     }
 
-    /// Off the ring: once the hints are handed over (or the wait is over), departs.
-    fn depart(&mut self) {
+    /// Off the ring: once the hints are handed over and the old ring is retired (or the
+    /// wait is over), departs. The old ring retires only when every node's adoption of
+    /// the new one is known, this node's included: leaving sooner could take that
+    /// adoption away with it, and the old ring would stay in flight for ever.
+    fn depart(&mut self, in_flight: bool) {
         if *self.departed.borrow() {
             return;
         }
         let since = *self.departing_since.get_or_insert_with(Instant::now);
         let pending: u64 = self.hints.pending().values().sum();
-        if pending == 0 || since.elapsed() >= HINTS_HANDOVER_MAX {
+        if (pending == 0 && !in_flight) || since.elapsed() >= HINTS_HANDOVER_MAX {
             if pending > 0 {
                 tracing::warn!(pending, "departing with hints not handed over");
+            }
+            if in_flight {
+                tracing::warn!("departing before the old ring was retired");
             }
             tracing::info!("off the ring with everything handed over: departing");
             let _ = self.departed.send(true);

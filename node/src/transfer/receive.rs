@@ -28,9 +28,12 @@ const BUDGET: Budget = Budget {
     bytes: 32 * 1024 * 1024,
 };
 
-/// The partitions received so far, for the target they were received for.
+/// The partitions received so far from the homes of one committed ring.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
 struct Received {
+    /// The epoch of the committed ring whose homes were the sources: a partition
+    /// received from another ring's homes counts for nothing.
+    epoch: u64,
     partitions: BTreeSet<u16>,
 }
 
@@ -166,11 +169,22 @@ impl Receiver {
             });
             return Ok(false);
         }
+        if layout.current().is_empty() {
+            // Nothing committed yet, so nothing to receive from anyone (a new cluster
+            // forms its first ring at once; a new node waits for the cluster's layout).
+            return Ok(false);
+        }
         let fp = fingerprint(&target);
         let needed = self.needed(view);
-        let before = self.received.partitions.len();
+        let before = self.received.clone();
+        if self.received.epoch != layout.epoch() {
+            self.received = Received {
+                epoch: layout.epoch(),
+                partitions: BTreeSet::new(),
+            };
+        }
         self.received.partitions.retain(|p| needed.contains(p));
-        if self.received.partitions.len() != before {
+        if self.received != before {
             store_received(self.backend.as_ref(), &self.received)?;
         }
         let missing: Vec<Partition> = needed
