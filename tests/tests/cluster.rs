@@ -67,6 +67,12 @@ async fn launch(count: usize, (n, r, w): (usize, usize, usize)) -> TestCluster {
 async fn start_cluster(count: usize, quorum: (usize, usize, usize)) -> TestCluster {
     let mut cluster = launch(count, quorum).await;
     wait_all_alive(&mut cluster, SETUP_WITHIN).await;
+    // Alive is not yet on the ring: n2 and n3 join n1's ring of one, each receiving
+    // its ranges first, and a write at w=3 needs all three.
+    cluster
+        .wait_ring(count, SETUP_WITHIN)
+        .await
+        .expect("the ring holds every node, no change in flight");
     cluster
 }
 
