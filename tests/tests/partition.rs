@@ -438,6 +438,10 @@ async fn isolated_node_is_down_on_both_sides_and_catches_up_after_heal() {
         .wait_members_alive(3, SETUP_WITHIN)
         .await
         .expect("3 nodes on their own addresses form a cluster");
+    cluster
+        .wait_ring(3, SETUP_WITHIN)
+        .await
+        .expect("the ring holds the 3 nodes, no change in flight");
     let apis: Vec<Api> = cluster.nodes.iter().map(NodeProcess::api).collect();
     let api = |i: usize| apis[i - 1].clone();
 

@@ -210,6 +210,9 @@ async fn a_key_rotation_one_node_at_a_time_under_load_fails_no_operation() {
     ringkv_tests::http::wait_members_alive(&apis(&nodes), 3, Duration::from_secs(30))
         .await
         .unwrap();
+    ringkv_tests::http::wait_ring(&apis(&nodes), 3, Duration::from_secs(30))
+        .await
+        .unwrap();
     let urls: Vec<String> = nodes.iter().map(NodeProcess::base_url).collect();
     let client = Client::with_config(&urls, ClientConfig::default()).unwrap();
     let (stop, ops) = (
