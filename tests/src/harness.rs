@@ -39,6 +39,10 @@ pub const NODE_BIN_ENV: &str = "RINGKV_NODE_BIN";
 
 /// Default deadline for a started node to answer `GET /health` with 200.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a new cluster may take to put every node on its ring: each node after
+/// the first joins, receiving its ranges, and a test binary starts several 5-node
+/// clusters at once on 2 cores (once seen to take over 30 s).
+pub const RING_SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Default deadline for a node to exit after SIGTERM.
 pub const TERMINATE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -745,7 +749,7 @@ impl TestCluster {
         }
         let mut cluster = Self { nodes };
         cluster.wait_members_alive(count, READY_TIMEOUT).await?;
-        cluster.wait_ring(count, READY_TIMEOUT).await?;
+        cluster.wait_ring(count, RING_SETTLE_TIMEOUT).await?;
         Ok(cluster)
     }
 
