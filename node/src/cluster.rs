@@ -422,40 +422,27 @@ impl Shared {
 /// the previous ring when nobody may read from it any more.
 fn settle(layout: &mut Layout, local: &LocalNode, may_commit: bool) -> bool {
     let mut changed = false;
-    match layout.entry(&local.id).cloned() {
-        None => {
-            changed |= layout.set_entry(
-                &local.id,
-                Intent::Active,
-                local.incarnation,
-                &local.cluster,
-                &local.http,
-            );
-        }
+    let intent = match layout.entry(&local.id) {
+        None => Some(Intent::Active),
+        // Removed or left in an earlier life; a new data dir joins again.
         Some(e)
             if e.incarnation != local.incarnation
                 && layout.ring_state(&local.id) == RingState::Removed =>
         {
-            // Removed or left in an earlier life; a new data dir joins again.
-            changed |= layout.set_entry(
-                &local.id,
-                Intent::Active,
-                local.incarnation,
-                &local.cluster,
-                &local.http,
-            );
+            Some(Intent::Active)
         }
-        Some(e) if e.intent != Intent::Removed => {
-            // Addresses may change across restarts (containers); the intent stays.
-            changed |= layout.set_entry(
-                &local.id,
-                e.intent,
-                local.incarnation,
-                &local.cluster,
-                &local.http,
-            );
-        }
-        Some(_) => {}
+        // Addresses may change across restarts (containers); the intent stays.
+        Some(e) if e.intent != Intent::Removed => Some(e.intent),
+        Some(_) => None,
+    };
+    if let Some(intent) = intent {
+        changed |= layout.set_entry(
+            &local.id,
+            intent,
+            local.incarnation,
+            &local.cluster,
+            &local.http,
+        );
     }
     if layout.current().is_empty() {
         // Nothing was ever committed, so there is no data to receive: a new cluster

@@ -567,27 +567,14 @@ pub async fn wait_members_alive(
     expected: usize,
     within: Duration,
 ) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        let mut lagging = Vec::new();
-        for (id, api) in apis {
-            match api.try_health().await {
-                Ok(h) if h.members_alive == expected => {}
-                Ok(h) => lagging.push(format!("{id}: {} alive", h.members_alive)),
-                Err(e) => lagging.push(format!("{id}: {e:#}")),
-            }
-        }
-        if lagging.is_empty() {
-            return Ok(());
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(format!(
-                "members_alive did not reach {expected} within {within:?}: {}",
-                lagging.join("; ")
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let lagging = |h: &wire::HealthBody| {
+        (h.members_alive != expected).then(|| format!("{} alive", h.members_alive))
+    };
+    wait_health(apis, within, Duration::from_millis(250), lagging)
+        .await
+        .map_err(|laggards| {
+            format!("members_alive did not reach {expected} within {within:?}: {laggards}")
+        })
 }
 
 /// Polls every node's `/health` until each has a committed ring of `members` nodes and
@@ -598,30 +585,58 @@ pub async fn wait_ring(
     members: usize,
     within: Duration,
 ) -> Result<(), String> {
+    let lagging = |h: &wire::HealthBody| {
+        (h.ring_members != members || h.change_in_flight).then(|| {
+            format!(
+                "ring of {}, change in flight: {}",
+                h.ring_members, h.change_in_flight
+            )
+        })
+    };
+    wait_health(apis, within, Duration::from_millis(100), lagging)
+        .await
+        .map_err(|laggards| {
+            format!("the ring did not settle at {members} members within {within:?}: {laggards}")
+        })
+}
+
+/// Polls every node's `/health` every `poll` until `lagging` finds nothing to say of
+/// any of them; `Err` with each laggard's word (or its error) at `within`.
+async fn wait_health(
+    apis: &[(String, Api)],
+    within: Duration,
+    poll: Duration,
+    lagging: impl Fn(&wire::HealthBody) -> Option<String>,
+) -> Result<(), String> {
     let deadline = std::time::Instant::now() + within;
     loop {
-        let mut lagging = Vec::new();
+        let mut laggards = Vec::new();
         for (id, api) in apis {
             match api.try_health().await {
-                Ok(h) if h.ring_members == members && !h.change_in_flight => {}
-                Ok(h) => lagging.push(format!(
-                    "{id}: ring of {}, change in flight: {}",
-                    h.ring_members, h.change_in_flight
-                )),
-                Err(e) => lagging.push(format!("{id}: {e:#}")),
+                Ok(h) => laggards.extend(lagging(&h).map(|why| format!("{id}: {why}"))),
+                Err(e) => laggards.push(format!("{id}: {e:#}")),
             }
         }
-        if lagging.is_empty() {
+        if laggards.is_empty() {
             return Ok(());
         }
         if std::time::Instant::now() >= deadline {
-            return Err(format!(
-                "the ring did not settle at {members} members within {within:?}: {}",
-                lagging.join("; ")
-            ));
+            return Err(laggards.join("; "));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(poll).await;
     }
+}
+
+/// Waits for reader tasks that each return their request latencies; the p99 of them
+/// all in milliseconds, and how many there were.
+pub async fn readers_p99_ms(readers: Vec<tokio::task::JoinHandle<Vec<Duration>>>) -> (f64, usize) {
+    let mut all = Vec::new();
+    for r in readers {
+        all.extend(r.await.expect("a reader task panicked"));
+    }
+    all.sort();
+    let p99 = all.get(all.len() * 99 / 100).copied().unwrap_or_default();
+    (p99.as_secs_f64() * 1000.0, all.len())
 }
 
 /// Sums every sample of `name` (any labels) in a Prometheus text answer; 0 if absent.

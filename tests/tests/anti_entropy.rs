@@ -379,11 +379,5 @@ async fn read_p99(
             latencies
         }));
     }
-    let mut all = Vec::new();
-    for r in readers {
-        all.extend(r.await.unwrap());
-    }
-    all.sort();
-    let p99 = all.get(all.len() * 99 / 100).copied().unwrap_or_default();
-    (p99.as_secs_f64() * 1000.0, all.len())
+    ringkv_tests::http::readers_p99_ms(readers).await
 }
