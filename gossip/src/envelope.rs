@@ -15,43 +15,13 @@ use std::sync::Arc;
 
 use rand::Rng as _;
 
+pub(crate) use crate::frame::Reject;
+use crate::frame::{MAGIC, PLAIN_VERSION, SEALED_VERSION};
 use crate::keys::ClusterKeys;
 use crate::sealed;
 
-/// First byte of every ringkv gossip packet.
-pub(crate) const MAGIC: u8 = 0xA7;
-/// The only layout this build speaks.
-pub(crate) const VERSION: u8 = 1;
 /// Bytes the v1 envelope adds to foca's payload.
 pub(crate) const OVERHEAD_BYTES: usize = 6;
-
-/// Why a datagram was dropped before it reached foca.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Reject {
-    #[error("shorter than the envelope header")]
-    TooShort,
-    #[error("larger than max_packet_bytes")]
-    TooLong,
-    #[error("bad magic byte {0:#04x}")]
-    BadMagic(u8),
-    #[error("unknown envelope version {0}")]
-    UnknownVersion(u8),
-    #[error("checksum mismatch")]
-    BadChecksum,
-    #[error("sealed with a cluster key, and this node has none")]
-    Sealed,
-    #[error("not sealed, and this node requires the cluster key")]
-    NotSealed,
-    #[error("opened by none of this node's cluster keys")]
-    BadKey,
-}
-
-impl Reject {
-    /// Whether the packet failed for the cluster key (not for its framing).
-    pub(crate) fn is_key(self) -> bool {
-        matches!(self, Reject::Sealed | Reject::NotSealed | Reject::BadKey)
-    }
-}
 
 /// How this node frames its datagrams: in the clear (v1), or sealed under the
 /// cluster key (v2), which it then also requires of every datagram it receives.
@@ -101,8 +71,8 @@ pub(crate) fn seal(payload: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.reserve(OVERHEAD_BYTES + payload.len());
     out.push(MAGIC);
-    out.push(VERSION);
-    out.extend_from_slice(&checksum(MAGIC, VERSION, payload).to_be_bytes());
+    out.push(PLAIN_VERSION);
+    out.extend_from_slice(&checksum(MAGIC, PLAIN_VERSION, payload).to_be_bytes());
     out.extend_from_slice(payload);
 }
 
@@ -114,10 +84,10 @@ pub(crate) fn open(packet: &[u8]) -> Result<&[u8], Reject> {
     if *magic != MAGIC {
         return Err(Reject::BadMagic(*magic));
     }
-    if *version == sealed::VERSION {
+    if *version == SEALED_VERSION {
         return Err(Reject::Sealed);
     }
-    if *version != VERSION {
+    if *version != PLAIN_VERSION {
         return Err(Reject::UnknownVersion(*version));
     }
     if checksum(*magic, *version, payload) != u32::from_be_bytes([*c0, *c1, *c2, *c3]) {
@@ -138,6 +108,55 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    fn keys(seeds: &[u8]) -> ClusterKeys {
+        ClusterKeys::new(seeds.iter().map(|s| [*s; 32]).collect()).unwrap()
+    }
+
+    #[test]
+    fn a_plain_packet_is_refused_by_name() {
+        // A node without the key (a v1 envelope) is told apart from garbage.
+        let mut plain = Vec::new();
+        seal(&[0u8; 64], &mut plain);
+        assert_eq!(sealed::open(&keys(&[1]), &plain), Err(Reject::NotSealed));
+    }
+
+    #[test]
+    #[ignore = "long run: a million hostile datagrams; cargo test --release -p ringkv-gossip -- --ignored"]
+    fn long_run_a_million_hostile_datagrams_never_open() {
+        // Random datagrams and real sealed ones with bytes changed never open, under
+        // either framing.
+        use proptest::test_runner::{Config, TestRunner};
+        let ring = keys(&[1, 2]);
+        let mut real = Vec::new();
+        sealed::seal(
+            &[1; 32],
+            &[9; sealed::NONCE_BYTES],
+            b"a foca packet of moderate length, sealed",
+            &mut real,
+        );
+        let inputs = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..1500),
+            (any::<usize>(), 1..=255u8).prop_map(move |(at, flip)| {
+                let mut bad = real.clone();
+                let at = at % bad.len();
+                bad[at] ^= flip;
+                bad
+            }),
+        ];
+        let mut runner = TestRunner::new(Config {
+            cases: 1_000_000,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&inputs, |bytes| {
+                prop_assert!(sealed::open(&ring, &bytes).is_err());
+                let _ = open(&bytes);
+                Ok(())
+            })
+            .unwrap();
+    }
 
     #[test]
     fn round_trip() {
@@ -185,7 +204,7 @@ mod tests {
         v3[1] = 3;
         assert_eq!(open(&v3), Err(Reject::UnknownVersion(3)));
         let mut v2 = packet.clone();
-        v2[1] = sealed::VERSION;
+        v2[1] = SEALED_VERSION;
         assert_eq!(open(&v2), Err(Reject::Sealed));
         let mut corrupt = packet.clone();
         corrupt[7] ^= 1;

@@ -69,6 +69,7 @@ mod config;
 mod core;
 mod driver;
 mod envelope;
+mod frame;
 mod identity;
 mod keys;
 mod leave;

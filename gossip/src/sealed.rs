@@ -20,11 +20,9 @@
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{KeyInit, Tag, XChaCha20Poly1305, XNonce};
 
-use crate::envelope::{MAGIC, Reject};
+use crate::frame::{MAGIC, PLAIN_VERSION, Reject, SEALED_VERSION as VERSION};
 use crate::keys::ClusterKeys;
 
-/// The keyed layout's version byte.
-pub(crate) const VERSION: u8 = 2;
 /// Bytes of the random nonce.
 pub(crate) const NONCE_BYTES: usize = 24;
 /// Bytes of the authentication tag.
@@ -65,7 +63,7 @@ pub(crate) fn open(keys: &ClusterKeys, packet: &[u8]) -> Result<Vec<u8>, Reject>
     }
     match *version {
         VERSION => {}
-        crate::envelope::VERSION => return Err(Reject::NotSealed),
+        PLAIN_VERSION => return Err(Reject::NotSealed),
         other => return Err(Reject::UnknownVersion(other)),
     }
     if packet.len() < OVERHEAD_BYTES {
@@ -160,45 +158,6 @@ mod tests {
                 "cut to {len} accepted"
             );
         }
-    }
-
-    #[test]
-    fn a_plain_packet_is_refused_by_name() {
-        // A node without the key (a v1 envelope) is told apart from garbage.
-        let mut plain = Vec::new();
-        crate::envelope::seal(&[0u8; 64], &mut plain);
-        assert_eq!(open(&keys(&[1]), &plain), Err(Reject::NotSealed));
-    }
-
-    #[test]
-    #[ignore = "long run: a million hostile datagrams; cargo test --release -p ringkv-gossip -- --ignored"]
-    fn long_run_a_million_hostile_datagrams_never_open() {
-        // Random datagrams and real sealed ones with bytes changed never open, under
-        // either framing.
-        use proptest::test_runner::{Config, TestRunner};
-        let ring = keys(&[1, 2]);
-        let real = sealed(1, b"a foca packet of moderate length, sealed");
-        let inputs = prop_oneof![
-            proptest::collection::vec(any::<u8>(), 0..1500),
-            (any::<usize>(), 1..=255u8).prop_map(move |(at, flip)| {
-                let mut bad = real.clone();
-                let at = at % bad.len();
-                bad[at] ^= flip;
-                bad
-            }),
-        ];
-        let mut runner = TestRunner::new(Config {
-            cases: 1_000_000,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        runner
-            .run(&inputs, |bytes| {
-                prop_assert!(open(&ring, &bytes).is_err());
-                let _ = crate::envelope::open(&bytes);
-                Ok(())
-            })
-            .unwrap();
     }
 
     proptest! {
