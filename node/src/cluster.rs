@@ -33,6 +33,7 @@ use ringkv_ring::{NodeId, Partition, Ring, Token};
 use crate::error::{Error, Result};
 use crate::membership::{Intent, Layout, NodeEntry, RingState};
 use crate::storage::{Backend, Cf};
+use crate::writes_in_flight::{WriteGuard, WritesInFlight};
 
 /// Where the layout is kept.
 const META_LAYOUT: &[u8] = b"cluster-layout";
@@ -73,6 +74,8 @@ pub struct Rings {
     target: Option<Ring>,
     /// The ring the last commit replaced, while some node may still read from it.
     previous: Option<Ring>,
+    /// The fingerprint of the target (the committed ring's when none is in flight).
+    target_fingerprint: u64,
 }
 
 impl Rings {
@@ -84,6 +87,7 @@ impl Rings {
             current: ring(layout.current()),
             target: (&target != layout.current()).then(|| ring(&target)),
             previous: layout.previous().map(ring),
+            target_fingerprint: crate::membership::fingerprint(&target),
         }
     }
 
@@ -193,6 +197,11 @@ impl View {
         &self.layout
     }
 
+    /// The fingerprint of the target ring this view writes to.
+    pub fn target_fingerprint(&self) -> u64 {
+        self.rings.target_fingerprint
+    }
+
     /// The node's place on the ring.
     pub fn ring_state(&self, id: &str) -> RingState {
         self.layout.ring_state(id)
@@ -229,7 +238,10 @@ impl View {
     pub fn write_plan(&self, key: &[u8], n: usize) -> WritePlan {
         let token = Token::of(key);
         let mut rings: Vec<Vec<Peer>> = Vec::with_capacity(1);
-        for ring in self.rings.writes() {
+        // No committed ring yet (a new node that has not heard the cluster's layout):
+        // no ring to write to, whatever the target, which may be this node alone.
+        let committed = !self.layout.current().is_empty();
+        for ring in self.rings.writes().filter(|_| committed) {
             let homes = self.peers_of(ring.preference_list(token, n));
             if !homes.is_empty() && !rings.contains(&homes) {
                 rings.push(homes);
@@ -331,6 +343,7 @@ struct Shared {
     state: Mutex<LayoutState>,
     membership: tokio::sync::watch::Receiver<Arc<Membership>>,
     changed: Subscribers,
+    writes: Arc<WritesInFlight>,
 }
 
 /// Who hears of view changes: one watch channel per subscriber, told in the order they
@@ -466,6 +479,8 @@ pub struct Cluster {
     shared: Arc<Shared>,
     gossip: Gossip,
     follower: tokio::task::JoinHandle<()>,
+    /// Reports in the layout which target this node writes to ([`report_writing`]).
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl Cluster {
@@ -512,6 +527,7 @@ impl Cluster {
             }),
             membership: membership.clone(),
             changed: Subscribers::default(),
+            writes: Arc::default(),
         });
         // The node's own entry, and whatever the rules allow with it.
         shared.update(false, |_, _| false)?;
@@ -524,11 +540,18 @@ impl Cluster {
                 }
             })
         };
+        let writer = tokio::spawn(report_writing(shared.clone()));
         Ok(Self {
             shared,
             gossip,
             follower,
+            writer,
         })
+    }
+
+    /// Counts a write coordinated with `view` until the guard drops.
+    pub fn begin_write(&self, view: &View) -> WriteGuard {
+        self.shared.writes.begin(view.target_fingerprint())
     }
 
     /// The current view.
@@ -574,6 +597,7 @@ impl Cluster {
     pub fn halt(&self) {
         self.gossip.halt();
         self.follower.abort();
+        self.writer.abort();
     }
 
     /// Leaves gossip so the others learn at once that this node is going.
@@ -582,6 +606,39 @@ impl Cluster {
             tracing::warn!(error = %e, "leaving gossip failed");
         }
         self.follower.abort();
+        self.writer.abort();
+    }
+}
+
+/// Keeps this node's `writing` register on the target of its view, once the writes it
+/// coordinated with older views have ended ([`crate::writes_in_flight`]): from then on
+/// every write it makes reaches the target's homes, and transfers to them may start.
+async fn report_writing(shared: Arc<Shared>) {
+    let mut changes = shared.changed.subscribe();
+    loop {
+        let view = shared.view.load_full();
+        let target = view.target_fingerprint();
+        let on_ring = view
+            .layout()
+            .entry(&shared.local.id)
+            .is_some_and(|e| e.intent != Intent::Removed);
+        if on_ring && view.layout().writing(&shared.local.id) != Some(target) {
+            tokio::select! {
+                biased;
+                changed = changes.changed() => if changed.is_err() { return },
+                () = shared.writes.drained_except(target) => {
+                    if let Err(e) = shared.update(false, |l, me| l.set_writing(&me.id, target)) {
+                        tracing::error!(error = %e, "could not store the layout");
+                        // Tried again at the next change, not in a loop.
+                        if changes.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        } else if changes.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -590,8 +647,8 @@ impl Cluster {
 fn load_layout(store: &dyn Backend) -> Layout {
     let config = bincode::config::standard().with_limit::<LAYOUT_MAX_BYTES>();
     match store.get(Cf::Meta, META_LAYOUT) {
-        Ok(Some(bytes)) => match bincode::decode_from_slice::<Layout, _>(&bytes, config) {
-            Ok((layout, _)) => return layout,
+        Ok(Some(bytes)) => match Layout::decode_stored(&bytes, config) {
+            Ok(layout) => return layout,
             Err(e) => tracing::error!(error = %e, "ignoring an unreadable stored layout"),
         },
         Ok(None) => {}

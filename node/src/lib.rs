@@ -38,5 +38,6 @@ pub mod stats;
 pub mod storage;
 pub mod transfer;
 pub mod version;
+pub mod writes_in_flight;
 
 pub use error::{Error, Result};

@@ -14,6 +14,10 @@
 //!   deterministic, two nodes committing at once commit the same ring.
 //! - `received`: per node, the fingerprint of the target whose ranges it holds.
 //! - `acked`: per node, the highest epoch it has adopted (it reads from that ring).
+//! - `writing`: per node, the fingerprint of the target it writes to. A node starts
+//!   receiving its ranges of a target only once every node writes to it (Garage's
+//!   layout ack): a transfer made while some coordinator still wrote with an older
+//!   layout could miss that write, and the target would commit without it.
 //!
 //! The *target* is the set of active nodes. When it differs from the committed ring a
 //! change is in flight: writes go to the home replicas of every live ring (previous,
@@ -93,6 +97,10 @@ pub struct Layout {
     received: BTreeMap<String, (u64, u64)>,
     /// Per node: the highest epoch it has adopted.
     acked: BTreeMap<String, u64>,
+    /// Per node: (version, fingerprint of the target it writes to besides the
+    /// committed ring). A node receives its ranges only once every node writes to
+    /// the target: what arrives earlier could miss a write made with an older layout.
+    writing: BTreeMap<String, (u64, u64)>,
 }
 
 /// A stable fingerprint of a set of node ids (the same on every node and release).
@@ -122,7 +130,8 @@ impl Layout {
             .chain(&self.ring.members)
             .chain(self.ring.previous.iter().flatten())
             .chain(self.received.keys())
-            .chain(self.acked.keys());
+            .chain(self.acked.keys())
+            .chain(self.writing.keys());
         for id in ids {
             if id.is_empty() || id.len() > ID_MAX_BYTES {
                 return Err(format!("node ids are 1 to {ID_MAX_BYTES} bytes"));
@@ -139,6 +148,7 @@ impl Layout {
         if self.ring.members.len() > NODES_MAX
             || self.received.len() > NODES_MAX
             || self.acked.len() > NODES_MAX
+            || self.writing.len() > NODES_MAX
         {
             return Err(format!("a layout lists at most {NODES_MAX} nodes"));
         }
@@ -224,6 +234,11 @@ impl Layout {
         self.received.get(id).map(|(_, fp)| *fp)
     }
 
+    /// The fingerprint of the target `id` reports writing to.
+    pub fn writing(&self, id: &str) -> Option<u64> {
+        self.writing.get(id).map(|(_, fp)| *fp)
+    }
+
     pub fn acked(&self, id: &str) -> u64 {
         self.acked.get(id).copied().unwrap_or(0)
     }
@@ -272,14 +287,22 @@ impl Layout {
 
     /// Records that `id` holds the ranges of the target with fingerprint `fp`.
     pub fn set_received(&mut self, id: &str, fp: u64) -> bool {
-        match self.received.get(id) {
-            Some((_, old)) if *old == fp => false,
-            old => {
-                let version = old.map_or(1, |(v, _)| v + 1);
-                self.received.insert(id.to_owned(), (version, fp));
-                true
-            }
-        }
+        set_register(&mut self.received, id, fp)
+    }
+
+    /// Records that `id` writes to the target with fingerprint `fp`.
+    pub fn set_writing(&mut self, id: &str, fp: u64) -> bool {
+        set_register(&mut self.writing, id, fp)
+    }
+
+    /// True when every node still on its way to or on the ring (not removed, not left)
+    /// writes to the target with fingerprint `fp`, so no write from now on can miss the
+    /// target's homes.
+    pub fn all_writing(&self, fp: u64) -> bool {
+        self.nodes
+            .keys()
+            .filter(|id| self.ring_state(id) != RingState::Removed)
+            .all(|id| self.writing.get(id).is_some_and(|(_, f)| *f == fp))
     }
 
     /// Records that `id` has adopted the committed ring of this layout.
@@ -346,19 +369,69 @@ impl Layout {
             }
         }
         self.ring = merge_committed(&self.ring, &other.ring);
-        for (id, theirs) in &other.received {
-            match self.received.get(id) {
-                Some(ours) if ours >= theirs => {}
-                _ => {
-                    self.received.insert(id.clone(), *theirs);
-                }
-            }
-        }
+        merge_registers(&mut self.received, &other.received);
+        merge_registers(&mut self.writing, &other.writing);
         for (id, theirs) in &other.acked {
             let ours = self.acked.entry(id.clone()).or_default();
             *ours = (*ours).max(*theirs);
         }
         *self != before
+    }
+}
+
+/// The layout as stored before `writing` existed.
+#[derive(Decode)]
+struct LayoutV1 {
+    nodes: BTreeMap<String, NodeEntry>,
+    ring: Committed,
+    received: BTreeMap<String, (u64, u64)>,
+    acked: BTreeMap<String, u64>,
+}
+
+impl Layout {
+    /// Decodes a stored layout, of this release or of the one before `writing` (each
+    /// node then reports its own again at its next update).
+    pub fn decode_stored<C: bincode::config::Config>(
+        bytes: &[u8],
+        config: C,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        match bincode::decode_from_slice::<Layout, _>(bytes, config) {
+            Ok((layout, read)) if read == bytes.len() => Ok(layout),
+            _ => {
+                let (v1, _) = bincode::decode_from_slice::<LayoutV1, _>(bytes, config)?;
+                Ok(Layout {
+                    nodes: v1.nodes,
+                    ring: v1.ring,
+                    received: v1.received,
+                    acked: v1.acked,
+                    writing: BTreeMap::new(),
+                })
+            }
+        }
+    }
+}
+
+/// Sets `id`'s versioned register to `fp` (a new version if it changes); true if it did.
+fn set_register(registers: &mut BTreeMap<String, (u64, u64)>, id: &str, fp: u64) -> bool {
+    match registers.get(id) {
+        Some((_, old)) if *old == fp => false,
+        old => {
+            let version = old.map_or(1, |(v, _)| v + 1);
+            registers.insert(id.to_owned(), (version, fp));
+            true
+        }
+    }
+}
+
+/// Keeps the later version of each register (each node sets only its own).
+fn merge_registers(ours: &mut BTreeMap<String, (u64, u64)>, theirs: &BTreeMap<String, (u64, u64)>) {
+    for (id, t) in theirs {
+        match ours.get(id) {
+            Some(o) if o >= t => {}
+            _ => {
+                ours.insert(id.clone(), *t);
+            }
+        }
     }
 }
 
@@ -490,6 +563,110 @@ mod tests {
         assert!(layout.try_commit());
     }
 
+    #[test]
+    fn transfers_wait_until_every_node_on_its_way_writes_to_the_target() {
+        // One node still writing with the older target holds the transfer back; a
+        // removed node and one that left do not, and the register merges by version.
+        let mut layout = Layout::default();
+        for id in ["n1", "n2", "n3", "n4", "n5"] {
+            active(&mut layout, id);
+        }
+        receive_all_and_commit(&mut layout);
+        let old = fingerprint(&layout.target());
+        for id in ["n1", "n2", "n3", "n4", "n5"] {
+            layout.set_writing(id, old);
+        }
+        layout.set_intent("n4", Intent::Leaving);
+        receive_all_and_commit(&mut layout);
+        assert_eq!(layout.ring_state("n4"), RingState::Removed, "n4 has left");
+        layout.set_intent("n5", Intent::Removed);
+        active(&mut layout, "n6");
+        let fp = fingerprint(&layout.target());
+        for id in ["n1", "n2", "n6"] {
+            layout.set_writing(id, fp);
+        }
+        assert!(!layout.all_writing(fp), "n3 still writes without n6");
+        let mut theirs = layout.clone();
+        theirs.set_writing("n3", fp);
+        layout.merge(&theirs);
+        assert!(layout.all_writing(fp));
+        let mut stale = layout.clone();
+        stale.writing.insert("n3".into(), (1, old));
+        layout.merge(&stale);
+        assert!(
+            layout.all_writing(fp),
+            "an older version never wins a merge"
+        );
+    }
+
+    #[test]
+    fn a_layout_stored_before_writing_existed_still_loads() {
+        // The fields of the release before, in order; `writing` starts empty.
+        #[derive(Encode)]
+        struct V1<'a> {
+            nodes: &'a BTreeMap<String, NodeEntry>,
+            ring: &'a Committed,
+            received: &'a BTreeMap<String, (u64, u64)>,
+            acked: &'a BTreeMap<String, u64>,
+        }
+        let mut layout = Layout::default();
+        for id in ["n1", "n2"] {
+            active(&mut layout, id);
+        }
+        receive_all_and_commit(&mut layout);
+        layout.ack("n1");
+        layout.set_writing("n1", fingerprint(&layout.target()));
+        let config = bincode::config::standard();
+        let old = bincode::encode_to_vec(
+            V1 {
+                nodes: &layout.nodes,
+                ring: &layout.ring,
+                received: &layout.received,
+                acked: &layout.acked,
+            },
+            config,
+        )
+        .unwrap();
+        let mut expected = layout.clone();
+        expected.writing.clear();
+        assert_eq!(Layout::decode_stored(&old, config).unwrap(), expected);
+        let new = bincode::encode_to_vec(&layout, config).unwrap();
+        assert_eq!(Layout::decode_stored(&new, config).unwrap(), layout);
+    }
+
+    #[test]
+    fn a_target_is_written_by_all_only_when_every_node_says_so() {
+        // Removed nodes do not count; a node writing to an older target holds it back.
+        let mut layout = Layout::default();
+        for id in ["n1", "n2", "n3"] {
+            active(&mut layout, id);
+        }
+        let old = fingerprint(&layout.target());
+        active(&mut layout, "n4");
+        let new = fingerprint(&layout.target());
+        for id in ["n1", "n2", "n4"] {
+            layout.set_writing(id, new);
+        }
+        layout.set_writing("n3", old);
+        assert!(
+            !layout.all_writing(new),
+            "n3 still writes with the old target"
+        );
+        layout.set_writing("n3", new);
+        assert!(layout.all_writing(new));
+        layout.set_intent("n2", Intent::Removed);
+        layout.set_writing("n2", old);
+        assert!(
+            !layout.all_writing(fingerprint(&layout.target())),
+            "the new target is not written yet"
+        );
+        let target = fingerprint(&layout.target());
+        for id in ["n1", "n3", "n4"] {
+            layout.set_writing(id, target);
+        }
+        assert!(layout.all_writing(target), "removed n2 does not count");
+    }
+
     /// A layout built from a random script of operations by nodes n0..n5.
     fn arb_layout() -> impl Strategy<Value = Layout> {
         proptest::collection::vec((0u8..6, 0u8..6), 0..24).prop_map(|ops| {
@@ -508,6 +685,7 @@ mod tests {
                     }
                     3 => {
                         let fp = fingerprint(&layout.target());
+                        layout.set_writing(&id, fp);
                         layout.set_received(&id, fp);
                         layout.try_commit();
                     }

@@ -144,7 +144,7 @@ impl Services {
             backend,
             cluster.clone(),
             hints.clone(),
-            TransferOptions::new(quorum.n, quorum.w, transfer_rate_bytes_per_s),
+            TransferOptions::new(quorum.n, transfer_rate_bytes_per_s),
             tasks_stopped.clone(),
         );
         let exchanges = anti_entropy::spawn(

@@ -101,6 +101,14 @@ impl Answer {
         }
     }
 
+    /// Acknowledgements from stand-ins (the stand-ins of `hinted` among `acks`).
+    pub fn standin_acks(&self) -> usize {
+        match self {
+            Answer::Written { acks, .. } => acks.len() - self.home_acks(),
+            _ => 0,
+        }
+    }
+
     /// Acknowledgements from home replicas: `acks` minus the stand-ins of `hinted`.
     pub fn home_acks(&self) -> usize {
         match self {

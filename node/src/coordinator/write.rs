@@ -59,7 +59,16 @@ impl Coordinator {
         options: &WriteOptions,
         deadline: Instant,
     ) -> Result<WriteOutcome> {
-        let plan = self.cluster.view().write_plan(key, self.quorum.n);
+        let view = self.cluster.view();
+        // Held until the quorum is in: this node claims a newer target only after.
+        let _in_flight = self.cluster.begin_write(&view);
+        let plan = view.write_plan(key, self.quorum.n);
+        if plan.rings.is_empty() {
+            return Err(Error::InsufficientReplicas {
+                live: 0,
+                required: options.w,
+            });
+        }
         let others: Vec<&Peer> = plan.homes.iter().filter(|p| !p.local).collect();
         let sloppy = options.sloppy && self.hinted_handoff;
         let mut standins: VecDeque<&Peer> = if sloppy {

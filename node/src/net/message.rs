@@ -11,8 +11,8 @@ use crate::version::{Clock, SegmentEntry, VersionVector};
 
 /// Version of the peer protocol; a peer speaking another one is refused. Version 2
 /// carries a batch of calls in each message; version 3 adds anti-entropy and tombstone
-/// GC; version 4 the cluster layout.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// GC; version 4 the cluster layout; version 5 the layout's `writing` register.
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Most calls in one message: a message with more (or none) is refused whole.
 pub const BATCH_CALLS_MAX: usize = 256;

@@ -9,9 +9,11 @@
 //!   partition it is a home replica of in the target but not in the committed ring, it
 //!   runs anti-entropy exchanges ([`crate::anti_entropy::Exchanger`]) with the
 //!   partition's current home replicas until nothing differs, throttled to
-//!   `--transfer-rate`. A partition counts as received once every live current home
-//!   replica, and at least `n - w + 1` of them (so every write quorum is met), has
-//!   been exchanged with; writes meanwhile reach this node as a target home replica.
+//!   `--transfer-mb-per-s`. It starts only once every node writes to the target (the
+//!   layout's `writing` register), and a partition counts as received once every
+//!   current home replica not removed has been exchanged with (a write acknowledged at
+//!   w=1 may be on one of them only); writes meanwhile reach this node as a target
+//!   home replica.
 //!   When all are in, it reports so in the layout, and the ring is committed once every
 //!   node of the target has.
 //! - after a commit, [`cleanup`] drops the partitions this node is no longer a home
@@ -45,10 +47,7 @@ use crate::membership::{Intent, RingState};
 pub struct TransferOptions {
     /// Replicas per key (`--n`).
     pub n: usize,
-    /// The default write quorum (`--w`): a partition is received from at least
-    /// `n - w + 1` of its current home replicas.
-    pub w: usize,
-    /// Most bytes per second received (`--transfer-rate`); `None`: no limit.
+    /// Most bytes per second received (`--transfer-mb-per-s`); `None`: no limit.
     pub rate_bytes_per_s: Option<u64>,
     /// Time between layout exchanges with a random peer.
     pub spread_interval: Duration,
@@ -57,10 +56,9 @@ pub struct TransferOptions {
 }
 
 impl TransferOptions {
-    pub fn new(n: usize, w: usize, rate_bytes_per_s: Option<u64>) -> Self {
+    pub fn new(n: usize, rate_bytes_per_s: Option<u64>) -> Self {
         Self {
             n,
-            w,
             rate_bytes_per_s,
             spread_interval: Duration::from_secs(1),
             tick: Duration::from_millis(500),

@@ -34,6 +34,9 @@ struct Received {
     /// The epoch of the committed ring whose homes were the sources: a partition
     /// received from another ring's homes counts for nothing.
     epoch: u64,
+    /// The fingerprint of the target they were received for: only once every node
+    /// wrote to that target, so each arrival holds every write since.
+    target: u64,
     partitions: BTreeSet<u16>,
 }
 
@@ -175,11 +178,16 @@ impl Receiver {
             return Ok(false);
         }
         let fp = fingerprint(&target);
+        if !layout.all_writing(fp) {
+            // Some node may still write without the target's homes: wait for it.
+            return Ok(false);
+        }
         let needed = self.needed(view);
         let before = self.received.clone();
-        if self.received.epoch != layout.epoch() {
+        if (self.received.epoch, self.received.target) != (layout.epoch(), fp) {
             self.received = Received {
                 epoch: layout.epoch(),
+                target: fp,
                 partitions: BTreeSet::new(),
             };
         }
@@ -227,7 +235,7 @@ impl Receiver {
     /// Exchanges `chunk` with the partitions' current home replicas; returns the
     /// partitions now received.
     async fn receive_chunk(&mut self, view: &View, chunk: &[Partition]) -> Result<Vec<Partition>> {
-        let (n, w) = (self.options.n, self.options.w);
+        let n = self.options.n;
         let layout = view.layout();
         let mut by_source: BTreeMap<String, Vec<Partition>> = BTreeMap::new();
         let mut required: BTreeMap<Partition, usize> = BTreeMap::new();
@@ -242,7 +250,9 @@ impl Receiver {
                         .is_none_or(|e| e.intent != Intent::Removed)
                 })
                 .collect();
-            required.insert(*partition, (n + 1).saturating_sub(w).min(sources.len()));
+            // Every home not removed, not N - W + 1 of them: a write acknowledged at
+            // w=1 may be on one home only, and the new ring's reads must find it.
+            required.insert(*partition, sources.len());
             for source in sources.iter().filter(|s| s.is_live()) {
                 by_source
                     .entry(source.id.clone())
