@@ -3,8 +3,10 @@
 //!
 //! The first home replica of a partition runs it for the partition, so one node
 //! decides per key. Phase one asks every other ring member about a batch of the
-//! partition's tombstones (home replicas: "is this your record's state?"; everyone: "do
-//! you keep a hint for it?"); a key is purged only if every answer is yes, and only
+//! partition's tombstones (home replicas: "is this your record's state?"; everyone
+//! else: "do you hold nothing else for it?", since a former home may keep an older
+//! value until its cleanup; everyone: "do you keep a hint for it?"); a key is purged
+//! only if every answer is yes, and only
 //! when every member is alive, no membership change is in flight, and the layout is
 //! the same before and after.
 //! Phase two asks the other home replicas to purge each such key if its record still

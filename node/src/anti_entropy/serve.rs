@@ -108,10 +108,15 @@ pub fn tombstone_check(
     bounded(keys, SYNC_KEYS_MAX, "keys")?;
     let mut out = Vec::with_capacity(keys.len());
     for entry in keys {
-        let same = !home
-            || replica.peek(&entry.key)?.is_some_and(|c| {
+        // A home must hold exactly the tombstone; any other node nothing else for the
+        // key: one that is no longer a home may keep an older value until its cleanup,
+        // and would bring it back if it became a home again.
+        let same = match replica.peek(&entry.key)? {
+            Some(c) => {
                 c.is_tombstoned() && crate::replica::tree::key_hash(&entry.key, &c) == entry.hash
-            });
+            }
+            None => !home,
+        };
         out.push(same && !hints.holds_key(&entry.key)?);
     }
     if home && out.contains(&true) {

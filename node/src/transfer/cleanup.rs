@@ -23,11 +23,12 @@ use tokio::time::Instant;
 
 use super::TransferBoard;
 use crate::anti_entropy::Exchanger;
-use crate::cluster::View;
+use crate::cluster::{Peer, View};
 use crate::error::Result;
 use crate::handoff::HintStore;
 use crate::membership::Intent;
 use crate::metrics;
+use crate::net::{PeerRequest, PeerResponse};
 
 /// How long the layout must stay settled before partitions are dropped.
 pub const STABLE_BEFORE_DROP: Duration = Duration::from_secs(10);
@@ -63,7 +64,7 @@ impl Cleanup {
         let local = view.local();
         let intent = layout.entry(local).map(|e| e.intent);
         if intent != Some(Intent::Active) && !layout.current().contains(local) {
-            self.depart(layout.in_flight());
+            self.depart(view).await;
             return Ok(false);
         }
         if layout.in_flight() || !layout.current().contains(local) {
@@ -116,17 +117,21 @@ impl Cleanup {
         Ok(false)
     }
 
-    /// Off the ring: once the hints are handed over and the old ring is retired (or the
-    /// wait is over), departs. The old ring retires only when every node's adoption of
-    /// the new one is known, this node's included: leaving sooner could take that
-    /// adoption away with it, and the old ring would stay in flight for ever.
-    fn depart(&mut self, in_flight: bool) {
+    /// Off the ring: once the hints are handed over, the old ring is retired and a peer
+    /// holds this node's layout (or the wait is over), departs. The old ring retires
+    /// only when every node's adoption of the new one is known, this node's included:
+    /// leaving sooner could take that adoption away with it, and the old ring would
+    /// stay in flight for ever. This node may be the last to see the retirement (its
+    /// own adoption completes it), so it hands its layout to a peer first.
+    async fn depart(&mut self, view: &View) {
         if *self.departed.borrow() {
             return;
         }
         let since = *self.departing_since.get_or_insert_with(Instant::now);
+        let in_flight = view.layout().in_flight();
         let pending: u64 = self.hints.pending().values().sum();
-        if (pending == 0 && !in_flight) || since.elapsed() >= HINTS_HANDOVER_MAX {
+        let ready = pending == 0 && !in_flight && self.handed_layout_over(view).await;
+        if ready || since.elapsed() >= HINTS_HANDOVER_MAX {
             if pending > 0 {
                 tracing::warn!(pending, "departing with hints not handed over");
             }
@@ -136,5 +141,30 @@ impl Cleanup {
             tracing::info!("off the ring with everything handed over: departing");
             let _ = self.departed.send(true);
         }
+    }
+
+    /// Sends this node's layout to live peers until one takes it; true if one did.
+    async fn handed_layout_over(&self, view: &View) -> bool {
+        let peers = view
+            .members()
+            .filter(|m| m.id != view.local())
+            .filter_map(|m| view.peer(&m.id))
+            .filter(Peer::is_live);
+        for peer in peers {
+            let request = PeerRequest::Layout(view.layout().as_ref().clone());
+            let reply = self
+                .exchanger
+                .transport
+                .call(peer.cluster, request, self.exchanger.call_timeout)
+                .await;
+            match reply {
+                Ok(PeerResponse::Layout(_)) => return true,
+                Ok(_) => tracing::debug!(peer = %peer.id, "a peer refused this node's layout"),
+                Err(e) => {
+                    tracing::debug!(peer = %peer.id, error = %e, "handing the layout over failed")
+                }
+            }
+        }
+        false
     }
 }

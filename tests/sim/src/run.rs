@@ -1,6 +1,7 @@
 //! One seed, start to end: boot the hosts, let the clients and the fault schedule
 //! loose together, heal everything, read every key back, and check the history.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
@@ -247,7 +248,11 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
     } else {
         checker::Rings::Fixed
     };
-    let report = checker::check_rings(&history, &final_state, quorum.n, rings);
+    let lost: BTreeSet<String> = changes
+        .iter()
+        .map(|c| format!("n{}", c.removed + 1))
+        .collect();
+    let report = checker::check_lost_nodes(&history, &final_state, quorum.n, rings, &lost);
     let (sent, dropped, calls) = net.counts();
     let totals = history.totals();
     let summary = format!(
@@ -376,9 +381,23 @@ async fn wait_formed(hosts: &Hosts, within: Duration) -> Result<(), String> {
             let view = cluster.view();
             let ring = view.layout().current().len();
             if ring != expected || view.in_flight() {
+                let layout = view.layout();
+                let unacked: Vec<&String> = layout
+                    .previous()
+                    .into_iter()
+                    .flatten()
+                    .chain(layout.current())
+                    .filter(|id| layout.acked(id) < layout.epoch())
+                    .collect();
                 short.push(format!(
-                    "{} has a ring of {ring}, change in flight: {}",
+                    "{} has a ring of {ring} at epoch {} (target of {}, previous ring {}, \
+                     not acked by {unacked:?}), change in flight: {}",
                     h.id,
+                    layout.epoch(),
+                    layout.target().len(),
+                    layout
+                        .previous()
+                        .map_or("retired".to_owned(), |p| p.len().to_string()),
                     view.in_flight()
                 ));
             }
