@@ -35,9 +35,11 @@
 //!    `/admin/replicas` view of each key is polled until all views agree or
 //!    `converge_within` passes. No departed node may be in any key's preference
 //!    list.
-//! 5. [`crate::checker::check_rings`] gives the [`Report`], with
+//! 5. [`crate::checker::check_lost_nodes`] gives the [`Report`], with
 //!    [`Rings::Change`] when the ring changed (a write is then acknowledged by the
-//!    homes of two rings, and only `w` in each is promised).
+//!    homes of two rings, and only `w` in each is promised), and the removed nodes
+//!    as lost (their copies died with them, so their acknowledgements promise
+//!    nothing to a later read).
 //!
 //! The seed fixes the schedule and each client's choices, not the interleaving: a
 //! replay with the same seed injects the same faults at the same offsets into a
@@ -682,6 +684,10 @@ pub struct ChaosOutcome {
     pub rings: Rings,
     /// Keys whose preference list still names a departed node at the end.
     pub departed_homes: Vec<String>,
+    /// The departed nodes that were killed for good and removed: the copies they
+    /// held are gone, so the checker takes their acknowledgements as no promise to
+    /// a later read.
+    pub lost: Vec<String>,
 }
 
 impl ChaosOutcome {
@@ -725,6 +731,15 @@ impl ChaosOutcome {
         )?;
         std::fs::write(dir.join("report.txt"), self.to_string())?;
         Ok(())
+    }
+}
+
+/// `ids` joined with commas, or `none`.
+fn none_or_list(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "none".to_owned()
+    } else {
+        ids.join(",")
     }
 }
 
@@ -780,13 +795,11 @@ impl fmt::Display for ChaosOutcome {
         }
         writeln!(
             f,
-            "ring at the end: {}; departed: {}; checked with {:?}",
+            "ring at the end: {}; departed: {} (removed, their copies lost: {}); checked \
+             with {:?}",
             self.members.join(","),
-            if self.departed.is_empty() {
-                "none".to_owned()
-            } else {
-                self.departed.join(",")
-            },
+            none_or_list(&self.departed),
+            none_or_list(&self.lost),
             self.rings
         )?;
         if !self.departed_homes.is_empty() {
@@ -1175,6 +1188,7 @@ pub async fn run<C: ChaosTarget>(cluster: &mut C, config: &ChaosConfig, seed: u6
             .collect(),
         rings: driver.rings(),
         departed_homes: Vec::new(),
+        lost: driver.lost().iter().map(|&i| nodes[i].0.clone()).collect(),
     };
     let down = cluster.stopped().await;
     if down.is_empty() {
@@ -1217,11 +1231,13 @@ async fn settle_and_check(
     outcome.converged_after = wait_converged(apis, &mut final_state, config).await;
     outcome.departed_homes = departed_homes(&final_state, &outcome.departed);
     let checking = Instant::now();
-    let report = checker::check_rings(
+    let lost: BTreeSet<String> = outcome.lost.iter().cloned().collect();
+    let report = checker::check_lost_nodes(
         &outcome.history,
         &final_state,
         config.quorum.0,
         outcome.rings,
+        &lost,
     );
     eprintln!(
         "chaos: checked {} operations in {:.1}s",
@@ -1332,6 +1348,19 @@ impl Driver {
         (0..self.originals)
             .chain(self.joined.iter().copied())
             .filter(|n| !self.departed.contains(n))
+            .collect()
+    }
+
+    /// The nodes whose removal was accepted (killed for good, their data gone).
+    fn lost(&self) -> Vec<usize> {
+        self.departed
+            .iter()
+            .copied()
+            .filter(|&n| {
+                self.records
+                    .iter()
+                    .any(|r| matches!(r.fault, Fault::Remove { node, .. } if node == n))
+            })
             .collect()
     }
 
