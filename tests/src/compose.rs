@@ -1,11 +1,16 @@
 //! The chaos run's faults on the compose cluster (compose/): containers killed with
 //! `docker kill` and started again, frozen with `docker pause`, and cut off with
-//! `docker network disconnect`, driven through the Docker CLI.
+//! `docker network disconnect`, driven through the Docker CLI; and its membership
+//! changes: a spare service (`n6`, which `compose/cluster up` does not start) started
+//! with a new volume to join, a container that exits by itself after
+//! `POST /admin/leave`, one killed for good and removed.
 //!
 //! `compose/cluster chaos` brings the cluster up and runs the `compose_chaos` test
 //! with the environment this module reads: [`CONTAINERS_ENV`] (`n1=<container>,…`
 //! in node order), [`NETWORK_ENV`] (the compose network) and optionally [`URLS_ENV`]
-//! (the nodes' published HTTP URLs, by default `http://127.0.0.1:8001` to `8005`).
+//! (the nodes' published HTTP URLs, spares included, by default
+//! `http://127.0.0.1:8001` and on); for joins, [`SPARES_ENV`] (the spare services),
+//! [`PROJECT_ENV`] and [`FILE_ENV`] (the compose project and file, to start them).
 //!
 //! A container cut off its network is cut off from clients too (its published port
 //! goes through that network), so the workload avoids it, as it avoids a killed or
@@ -13,10 +18,16 @@
 //! the container back its address (`--ip`, the compose file fixes one per node) and
 //! its service name (`--alias`): nodes resolve advertised addresses once, at start.
 //!
+//! A spare starts as `compose/cluster add` starts one: `up -d` of its service after
+//! removing any old container and volume of it, with `docker compose` or
+//! `docker-compose`, whichever exists.
+//!
 //! Caveats: `docker kill` followed by `docker start` keeps the container's
 //! filesystem and volume, so it is a crash and restart on the same data, like a
 //! SIGKILL of a process; it cannot reach a node's disk cache, so unlike a power cut
-//! it loses nothing the kernel had accepted.
+//! it loses nothing the kernel had accepted. A spare's seeds are fixed by the compose
+//! file (`n1`, `n2`, `n3`): with one leave and one remove in a run, at least one of
+//! them is still on the ring when it joins.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -30,29 +41,55 @@ use crate::http::{Api, HttpClient};
 pub const CONTAINERS_ENV: &str = "RINGKV_COMPOSE_CONTAINERS";
 /// Env var: the network the containers share.
 pub const NETWORK_ENV: &str = "RINGKV_COMPOSE_NETWORK";
-/// Env var: the nodes' HTTP URLs from the host, comma-separated, in node order.
+/// Env var: the nodes' HTTP URLs from the host, comma-separated, in node order
+/// (the spares' last).
 pub const URLS_ENV: &str = "RINGKV_COMPOSE_URLS";
+/// Env var: the compose services that may be started to join (`n6,n7`), in order.
+pub const SPARES_ENV: &str = "RINGKV_COMPOSE_SPARES";
+/// Env var: the compose project name (`-p`), to start a spare.
+pub const PROJECT_ENV: &str = "RINGKV_COMPOSE_PROJECT";
+/// Env var: the compose file (`-f`), to start a spare.
+pub const FILE_ENV: &str = "RINGKV_COMPOSE_FILE";
 
-/// Bound on a restarted container answering `GET /health`.
+/// Bound on a restarted container answering `GET /health`; a spare's first start
+/// may wait up to 30 s for seed names that do not resolve (a departed seed's).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One node's container.
+/// One node's container, once it exists.
 #[derive(Debug, Clone)]
 struct Container {
-    /// The node id, also its service name and alias on the network.
-    id: String,
     /// Container id or name, for the Docker CLI.
     container: String,
     /// Its address on the network, given back on reconnect.
     ip: String,
+}
+
+/// One node: its id (also its service name and alias on the network), its URL, and
+/// its container (`None` for a spare not started yet).
+#[derive(Debug, Clone)]
+struct Node {
+    id: String,
     url: String,
+    container: Option<Container>,
+}
+
+/// How to run compose for this cluster's project.
+#[derive(Debug, Clone)]
+struct Compose {
+    /// `["docker", "compose"]` or `["docker-compose"]`, then `-p P -f F`.
+    command: Vec<String>,
 }
 
 /// The compose cluster as a [`ChaosTarget`].
 #[derive(Debug)]
 pub struct ComposeCluster {
-    containers: Vec<Container>,
+    nodes: Vec<Node>,
+    spares: usize,
     network: String,
+    /// `None` when the environment gives no spares (joins are then off).
+    compose: Option<Compose>,
+    /// Nodes that left or were removed.
+    departed: Vec<usize>,
 }
 
 impl ComposeCluster {
@@ -73,49 +110,83 @@ impl ComposeCluster {
                     .with_context(|| format!("{CONTAINERS_ENV}: {p:?} is not id=container"))
             })
             .collect::<anyhow::Result<_>>()?;
+        let compose = Compose::from_env()?;
+        let spares: Vec<String> = match &compose {
+            Some(_) => list_env(SPARES_ENV),
+            None => Vec::new(),
+        };
+        let total = pairs.len() + spares.len();
         let urls: Vec<String> = match std::env::var(URLS_ENV) {
             Ok(list) => list.split(',').map(|u| u.trim().to_owned()).collect(),
-            Err(_) => (1..=pairs.len())
+            Err(_) => (1..=total)
                 .map(|i| format!("http://127.0.0.1:{}", 8000 + i))
                 .collect(),
         };
-        if urls.len() != pairs.len() {
+        if urls.len() != total {
             bail!(
-                "{} containers but {} URLs in {URLS_ENV}",
+                "{} containers and {} spares but {} URLs in {URLS_ENV}",
                 pairs.len(),
+                spares.len(),
                 urls.len()
             );
         }
-        let mut containers = Vec::with_capacity(pairs.len());
-        for ((id, container), url) in pairs.into_iter().zip(urls) {
-            let format =
-                format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
-            let ip = docker(&["inspect", "-f", &format, &container])?;
-            if ip.is_empty() {
-                bail!("container {container} ({id}) has no address on network {network}");
-            }
-            containers.push(Container {
+        let mut nodes = Vec::with_capacity(total);
+        for ((id, container), url) in pairs.into_iter().zip(&urls) {
+            let ip = address_on(&network, &container)
+                .with_context(|| format!("container {container} ({id})"))?;
+            nodes.push(Node {
                 id,
-                container,
-                ip,
-                url,
+                url: url.clone(),
+                container: Some(Container { container, ip }),
+            });
+        }
+        let spare_count = spares.len();
+        for (id, url) in spares.into_iter().zip(&urls[nodes.len()..]) {
+            nodes.push(Node {
+                id,
+                url: url.clone(),
+                container: None,
             });
         }
         Ok(Self {
-            containers,
+            nodes,
+            spares: spare_count,
             network,
+            compose,
+            departed: Vec::new(),
         })
     }
 
-    fn container(&self, node: usize) -> &Container {
-        &self.containers[node]
+    /// Why joins cannot run here, `None` if they can.
+    pub fn joins_off(&self) -> Option<String> {
+        match (&self.compose, self.spares) {
+            (None, _) => Some(format!(
+                "{PROJECT_ENV} and {FILE_ENV} are not both set, so no spare can start"
+            )),
+            (Some(_), 0) => Some(format!("{SPARES_ENV} names no spare service")),
+            _ => None,
+        }
+    }
+
+    fn node(&self, node: usize) -> anyhow::Result<&Node> {
+        self.nodes
+            .get(node)
+            .with_context(|| format!("no node {node} in the compose cluster"))
+    }
+
+    /// The container of `node`, which must have been started.
+    fn container(&self, node: usize) -> anyhow::Result<&Container> {
+        let n = self.node(node)?;
+        n.container
+            .as_ref()
+            .with_context(|| format!("{} was never started", n.id))
     }
 
     /// Polls the node's `/health` until it answers 200.
     async fn wait_ready(&self, node: usize) -> anyhow::Result<()> {
-        let c = self.container(node);
+        let n = self.node(node)?;
         let api = Api::new(
-            c.url.clone(),
+            n.url.clone(),
             HttpClient::with_timeout(Duration::from_secs(2)),
         );
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -123,7 +194,7 @@ impl ComposeCluster {
             match api.try_health().await {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
-                    bail!("{} not ready within {READY_TIMEOUT:?}: {e:#}", c.id)
+                    bail!("{} not ready within {READY_TIMEOUT:?}: {e:#}", n.id)
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
@@ -131,12 +202,81 @@ impl ComposeCluster {
     }
 }
 
+impl Compose {
+    /// The compose command for the project of [`PROJECT_ENV`] and [`FILE_ENV`];
+    /// `None` when either is unset.
+    fn from_env() -> anyhow::Result<Option<Self>> {
+        let (Ok(project), Ok(file)) = (std::env::var(PROJECT_ENV), std::env::var(FILE_ENV)) else {
+            return Ok(None);
+        };
+        let mut command: Vec<String> = if docker(&["compose", "version"]).is_ok() {
+            vec!["docker".into(), "compose".into()]
+        } else if Command::new("docker-compose")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            vec!["docker-compose".into()]
+        } else {
+            bail!("neither `docker compose` nor `docker-compose` runs here");
+        };
+        command.extend(["-p".into(), project, "-f".into(), file]);
+        Ok(Some(Self { command }))
+    }
+
+    /// The project's name, as compose prefixes volumes with it.
+    fn project(&self) -> &str {
+        let at = self.command.iter().position(|a| a == "-p").unwrap_or(0);
+        &self.command[at + 1]
+    }
+
+    /// Runs compose with `args` and returns its trimmed stdout.
+    fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let (program, rest) = self.command.split_first().expect("a compose command");
+        let out = Command::new(program)
+            .args(rest)
+            .args(args)
+            .output()
+            .context("running compose")?;
+        if !out.status.success() {
+            bail!(
+                "{} {}: {}",
+                self.command.join(" "),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Starts `service` on a new volume (any old container and volume of it removed
+    /// first) and returns its container id.
+    fn start_fresh(&self, service: &str) -> anyhow::Result<String> {
+        let _ = self.run(&["rm", "-f", "-s", service]);
+        let _ = docker(&[
+            "volume",
+            "rm",
+            &format!("{}_{service}-data", self.project()),
+        ]);
+        self.run(&["up", "-d", "--no-deps", service])?;
+        let id = self.run(&["ps", "-q", service])?;
+        if id.is_empty() {
+            bail!("compose started no container for {service}");
+        }
+        Ok(id)
+    }
+}
+
 impl ChaosTarget for ComposeCluster {
     fn nodes(&self) -> Vec<(String, String)> {
-        self.containers
+        self.nodes
             .iter()
-            .map(|c| (c.id.clone(), c.url.clone()))
+            .map(|n| (n.id.clone(), n.url.clone()))
             .collect()
+    }
+
+    fn spares(&self) -> usize {
+        self.spares
     }
 
     fn partitions(&self) -> bool {
@@ -148,25 +288,25 @@ impl ChaosTarget for ComposeCluster {
     }
 
     async fn kill(&mut self, node: usize) -> anyhow::Result<()> {
-        docker_async(&["kill", &self.container(node).container]).await
+        docker_async(&["kill", &self.container(node)?.container]).await
     }
 
     async fn restart(&mut self, node: usize) -> anyhow::Result<()> {
-        docker_async(&["start", &self.container(node).container]).await?;
+        docker_async(&["start", &self.container(node)?.container]).await?;
         self.wait_ready(node).await
     }
 
     async fn pause(&mut self, node: usize) -> anyhow::Result<()> {
-        docker_async(&["pause", &self.container(node).container]).await
+        docker_async(&["pause", &self.container(node)?.container]).await
     }
 
     async fn resume(&mut self, node: usize) -> anyhow::Result<()> {
-        docker_async(&["unpause", &self.container(node).container]).await
+        docker_async(&["unpause", &self.container(node)?.container]).await
     }
 
     async fn partition(&mut self, side: &[usize]) -> anyhow::Result<()> {
         for &node in side {
-            let c = self.container(node).container.clone();
+            let c = self.container(node)?.container.clone();
             docker_async(&["network", "disconnect", &self.network, &c]).await?;
         }
         Ok(())
@@ -174,14 +314,15 @@ impl ChaosTarget for ComposeCluster {
 
     async fn heal_partition(&mut self, side: &[usize]) -> anyhow::Result<()> {
         for &node in side {
-            let c = self.container(node).clone();
+            let id = self.node(node)?.id.clone();
+            let c = self.container(node)?.clone();
             docker_async(&[
                 "network",
                 "connect",
                 "--ip",
                 &c.ip,
                 "--alias",
-                &c.id,
+                &id,
                 &self.network,
                 &c.container,
             ])
@@ -190,16 +331,81 @@ impl ChaosTarget for ComposeCluster {
         Ok(())
     }
 
+    async fn join(&mut self, node: usize) -> anyhow::Result<()> {
+        let compose = self
+            .compose
+            .clone()
+            .context("no compose project to start a spare in")?;
+        let n = self.node(node)?;
+        if n.container.is_some() {
+            bail!("{} joined already", n.id);
+        }
+        let (service, network) = (n.id.clone(), self.network.clone());
+        let container = tokio::task::spawn_blocking(move || -> anyhow::Result<Container> {
+            let container = compose.start_fresh(&service)?;
+            let ip = address_on(&network, &container)?;
+            Ok(Container { container, ip })
+        })
+        .await
+        .context("starting the spare panicked")??;
+        self.nodes[node].container = Some(container);
+        self.wait_ready(node).await
+    }
+
+    async fn exited(&mut self, node: usize) -> anyhow::Result<bool> {
+        let c = self.container(node)?.container.clone();
+        let state = docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.ExitCode}}",
+            &c,
+        ])?;
+        match state.split_once(' ') {
+            Some(("true", _)) => Ok(false),
+            Some((_, "0")) => Ok(true),
+            _ => bail!("the container stopped: running, exit code = {state}"),
+        }
+    }
+
+    fn depart(&mut self, node: usize) {
+        self.departed.push(node);
+    }
+
     async fn stopped(&mut self) -> Vec<String> {
         let mut out = Vec::new();
-        for c in &self.containers {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(c) = &n.container else { continue };
+            if self.departed.contains(&i) {
+                continue;
+            }
             match docker(&["inspect", "-f", "{{.State.Running}}", &c.container]) {
                 Ok(running) if running == "true" => {}
-                _ => out.push(c.id.clone()),
+                _ => out.push(n.id.clone()),
             }
         }
         out
     }
+}
+
+/// The comma-separated, non-empty items of env var `name` (none if unset).
+fn list_env(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The address of `container` on `network`.
+fn address_on(network: &str, container: &str) -> anyhow::Result<String> {
+    let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+    let ip = docker(&["inspect", "-f", &format, container])?;
+    if ip.is_empty() {
+        bail!("{container} has no address on network {network}");
+    }
+    Ok(ip)
 }
 
 /// Runs `docker args…` and returns its trimmed stdout; `Err` with stderr on failure.

@@ -162,6 +162,8 @@ pub struct NodeOptions {
     /// The CA of the node's TLS certificate, when it serves HTTPS ([`Self::tls`]):
     /// readiness is then probed over HTTPS.
     pub tls_ca: Option<PathBuf>,
+    /// `(http, cluster)` ports to bind instead of fresh ones ([`Self::ports`]).
+    pub ports: Option<(u16, u16)>,
 }
 
 impl NodeOptions {
@@ -179,7 +181,17 @@ impl NodeOptions {
             bind_ip: Ipv4Addr::LOCALHOST,
             advertise_cluster_host: None,
             tls_ca: None,
+            ports: None,
         }
+    }
+
+    /// Binds `--http` and `--cluster` on these ports (taken with [`free_port_on`])
+    /// instead of fresh ones, so that the node's URL is known before it starts, as a
+    /// chaos run's spare node must be. A start that finds one in use fails rather
+    /// than moving to other ports.
+    pub fn ports(mut self, http: u16, cluster: u16) -> Self {
+        self.ports = Some((http, cluster));
+        self
     }
 
     /// Serves HTTPS with `cert` and `key` (`--tls-cert-file`, `--tls-key-file`), signed
@@ -258,9 +270,14 @@ impl NodeProcess {
         let data_dir = root.path().join("data");
         let log_path = root.path().join("node.log");
         let ip = opts.bind_ip;
+        let fixed_ports = opts.ports;
+        let (http_port, cluster_port) = match fixed_ports {
+            Some(ports) => ports,
+            None => (free_port_on(ip, false)?, free_port_on(ip, true)?),
+        };
         let mut node = Self {
-            http_addr: SocketAddr::from((ip, free_port_on(ip, false)?)),
-            cluster_addr: SocketAddr::from((ip, free_port_on(ip, true)?)),
+            http_addr: SocketAddr::from((ip, http_port)),
+            cluster_addr: SocketAddr::from((ip, cluster_port)),
             opts,
             root,
             data_dir,
@@ -275,7 +292,8 @@ impl NodeProcess {
             match node.spawn_and_wait_ready().await {
                 Ok(()) => return Ok(node),
                 Err(e)
-                    if attempt < PORT_ATTEMPTS_MAX
+                    if fixed_ports.is_none()
+                        && attempt < PORT_ATTEMPTS_MAX
                         && node.log_since(log_offset).contains("in use") =>
                 {
                     eprintln!(
@@ -458,6 +476,21 @@ impl NodeProcess {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// The child's exit status if it has exited (then reaped: the node counts as
+    /// stopped), `None` while it runs. For a node expected to exit by itself, such
+    /// as one leaving the ring, polled without blocking.
+    pub fn try_exit(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow!("{} is not running", self.opts.id))?;
+        let status = child.try_wait()?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
     }
 
     /// SIGSTOP: the process freezes with its sockets open (a hung node).

@@ -3,9 +3,13 @@
 //! deletes with context) while a seeded schedule SIGKILLs and restarts nodes,
 //! SIGSTOPs and resumes them, and cuts one or two nodes off the others with
 //! nftables (where `nft` and CAP_NET_ADMIN are available; `RINGKV_CHAOS_PARTITIONS=0`
-//! turns that off), at most two nodes at a time; after the heal, the history
-//! checker finds no acknowledged write lost, no phantom value, no false sibling, no
-//! resurrected value, and converged replicas; and that, on the same run, one planted
+//! turns that off), at most two nodes at a time; and changes the ring: a spare
+//! node `n6` with a new data dir joins, a node leaves (`POST /admin/leave`) and exits
+//! by itself, a node is killed for good and removed (`POST /admin/remove/{id}`)
+//! (`RINGKV_CHAOS_MEMBERSHIP=0` turns that off). After the heal, through the nodes
+//! still on the ring, the history checker finds no acknowledged write lost, no
+//! phantom value, no false sibling, no resurrected value, and converged replicas; no
+//! departed node is a home replica of any key; and, on the same run, one planted
 //! violation of each kind would have been caught.
 //!
 //! The seed is printed first (set `RINGKV_CHAOS_SEED` to replay a schedule);
