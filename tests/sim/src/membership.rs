@@ -85,8 +85,7 @@ impl Changes {
         trace!(trace, "membership: {id} crashes for good");
         {
             let mut host = hosts[self.removed].lock().await;
-            run::crash(&mut host, &directory, &net);
-            host.gone = true;
+            run::lose(&mut host, &directory, &net);
         }
         let deadline = tokio::time::Instant::now() + DOWN_WITHIN;
         loop {
@@ -131,8 +130,7 @@ impl Changes {
         }
         {
             let mut host = hosts[self.leaver].lock().await;
-            run::crash(&mut host, &directory, &net);
-            host.gone = true;
+            run::lose(&mut host, &directory, &net);
         }
         trace!(trace, "membership: {id} left");
         Ok(())

@@ -20,7 +20,7 @@ use crate::net::{Net, NetConfig};
 use crate::rng::SimRng;
 use crate::trace;
 use crate::trace::Trace;
-use crate::workload::{self, Directory, Shared};
+use crate::workload::{self, Directory, Listing, Shared};
 
 /// What a run is made of.
 #[derive(Debug, Clone)]
@@ -120,7 +120,11 @@ async fn simulate(seed: u64, options: SimOptions) -> SeedReport {
     );
     let directory: Directory = Arc::new(Mutex::new(
         (0..options.hosts)
-            .map(|i| (crate::host::address(i), None))
+            .map(|i| Listing {
+                addr: crate::host::address(i),
+                running: None,
+                listed: false,
+            })
             .collect(),
     ));
     let fail = |what: String| {
@@ -290,13 +294,22 @@ pub(crate) async fn boot(
 ) -> anyhow::Result<()> {
     let mut host = hosts[i].lock().await;
     host.start(net).await?;
-    let entry = host.coordinator().map(|c| (c, host.boot));
-    directory.lock().unwrap_or_else(|p| p.into_inner())[i].1 = entry;
+    let running = host.coordinator().map(|c| (c, host.boot));
+    let listing = &mut directory.lock().unwrap_or_else(|p| p.into_inner())[i];
+    listing.running = running;
+    listing.listed = true;
     Ok(())
 }
 
+/// Crashes `host` for good: clients stop sending it requests.
+pub(crate) fn lose(host: &mut Host, directory: &Directory, net: &Net) {
+    crash(host, directory, net);
+    directory.lock().unwrap_or_else(|p| p.into_inner())[host.index].listed = false;
+    host.gone = true;
+}
+
 pub(crate) fn crash(host: &mut Host, directory: &Directory, net: &Net) {
-    directory.lock().unwrap_or_else(|p| p.into_inner())[host.index].1 = None;
+    directory.lock().unwrap_or_else(|p| p.into_inner())[host.index].running = None;
     host.crash(net);
 }
 

@@ -21,8 +21,20 @@ use crate::trace::Trace;
 /// A client's request timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Which coordinator serves each host now (`None` while it is down), and its boot.
-pub type Directory = Arc<Mutex<Vec<(std::net::SocketAddr, Option<(Arc<Coordinator>, u64)>)>>>;
+/// What the clients know of each host, by host index.
+pub type Directory = Arc<Mutex<Vec<Listing>>>;
+
+/// One host as the clients know it.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub addr: std::net::SocketAddr,
+    /// The coordinator serving it now (`None` while it is down), and its boot.
+    pub running: Option<(Arc<Coordinator>, u64)>,
+    /// Whether clients send it requests: not before a joining host first boots, nor
+    /// after a host left or was lost for good (a down host stays listed: clients do
+    /// not know it is down).
+    pub listed: bool,
+}
 
 /// What the clients share.
 #[derive(Debug)]
@@ -108,8 +120,9 @@ async fn pick(
 ) {
     let (addr, entry) = {
         let dir = shared.directory.lock().unwrap_or_else(|p| p.into_inner());
-        let (addr, entry) = &dir[rng.index(dir.len())];
-        (*addr, entry.clone())
+        let listed: Vec<&Listing> = dir.iter().filter(|l| l.listed).collect();
+        let listing = listed[rng.index(listed.len())];
+        (listing.addr, listing.running.clone())
     };
     let node = format!(
         "n{}",
@@ -121,7 +134,7 @@ async fn pick(
 fn still_up(shared: &Shared, addr: std::net::SocketAddr, boot: u64) -> bool {
     let dir = shared.directory.lock().unwrap_or_else(|p| p.into_inner());
     dir.iter()
-        .any(|(a, e)| *a == addr && e.as_ref().is_some_and(|(_, b)| *b == boot))
+        .any(|l| l.addr == addr && l.running.as_ref().is_some_and(|(_, b)| *b == boot))
 }
 
 /// Runs one operation against a host and records it.
