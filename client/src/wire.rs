@@ -123,7 +123,8 @@ pub struct JsonKvResponse {
     pub context: String,
 }
 
-/// `GET /health` and `GET /healthz`.
+/// `GET /health` and `GET /healthz`: 200 with `status` `ok` while the node serves;
+/// with `?ready=true`, 503 with `status` `not_ready` unless `ready`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthBody {
     pub status: String,
@@ -135,6 +136,14 @@ pub struct HealthBody {
     /// True while a membership change is under way.
     #[serde(default)]
     pub change_in_flight: bool,
+    /// This node's place on the ring: `joining`, `member`, `leaving` or `removed`
+    /// (empty from a node that predates the field).
+    #[serde(default)]
+    pub ring: String,
+    /// True when this node is a `member`: on the committed ring, its ranges received,
+    /// so reads use it (what `GET /health?ready=true` answers 200 for).
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// One member in `GET /cluster`.

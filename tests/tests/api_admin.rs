@@ -3,18 +3,24 @@
 //! with their documented JSON shapes.
 
 use ringkv_client::wire::{ClusterBody, HealthBody};
-use ringkv_tests::{NodeOptions, NodeProcess, b64, sorted, unb64};
+use ringkv_tests::{NodeOptions, NodeProcess, TestCluster, b64, sorted, unb64};
 use serde_json::Value;
 
 /// `GET /health` and `GET /healthz` answer 200
-/// `{"status":"ok","node":"n1","members_alive":1,"ring_members":1,"change_in_flight":false}`:
-/// a node that starts a cluster alone has its ring before it serves.
+/// `{"status":"ok","node":"n1","members_alive":1,"ring_members":1,"change_in_flight":false,
+/// "ring":"member","ready":true}`, with or without `?ready=true`: a node that starts a
+/// cluster alone has its ring before it serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_healthz_report_the_node() {
     let node = NodeProcess::start_single("n1").await.unwrap();
     let api = node.api();
 
-    for path in ["/health", "/healthz"] {
+    for path in [
+        "/health",
+        "/healthz",
+        "/health?ready=true",
+        "/healthz?ready=true",
+    ] {
         let resp = api.get_path(path).await;
         resp.assert_status(200);
         let body: HealthBody = resp.json();
@@ -24,8 +30,71 @@ async fn health_and_healthz_report_the_node() {
             members_alive: 1,
             ring_members: 1,
             change_in_flight: false,
+            ring: "member".into(),
+            ready: true,
         };
         assert_eq!(body, expected, "GET {path}: {resp}");
+    }
+}
+
+/// `GET /health?ready=true` answers 503 `not_ready` while a node is `joining` and 200
+/// once it is a `member`; plain `/health` answers 200 throughout, and a bad `ready`
+/// value is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_waits_until_the_node_is_a_member() {
+    // n2 is stopped (SIGSTOP), so a join waits (README "While a node is down, a change
+    // waits"): n3 stays `joining` until n2 resumes, then becomes a `member`.
+    let mut cluster = TestCluster::start(2, (2, 1, 1), |o| o).await.unwrap();
+    cluster.node(2).pause().unwrap();
+    let seeds = [cluster.node(1).cluster_addr()];
+    let n3 = NodeProcess::start(NodeOptions::new("n3").quorum(2, 1, 1).join(seeds))
+        .await
+        .unwrap();
+    let api = n3.api();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let plain: HealthBody = api.get_path("/health").await.assert_status(200).json();
+        assert_eq!(plain.status, "ok", "{plain:?}");
+        if plain.ring == "joining" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n3 never joining: {plain:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let resp = api.get_path("/health?ready=true").await;
+    let body: HealthBody = resp.assert_status(503).json();
+    assert_eq!(
+        (body.status.as_str(), body.ring.as_str(), body.ready),
+        ("not_ready", "joining", false),
+        "{resp}"
+    );
+    api.get_path("/healthz?ready=true").await.assert_status(503);
+    api.get_path("/health?ready=maybe")
+        .await
+        .assert_error(400, "bad_request");
+
+    cluster.node(2).resume().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let resp = api.get_path("/health?ready=true").await;
+        if resp.status == 200 {
+            let body: HealthBody = resp.json();
+            assert_eq!(
+                (body.status.as_str(), body.ring.as_str(), body.ready),
+                ("ok", "member", true),
+                "{resp}"
+            );
+            break;
+        }
+        assert_eq!(resp.status, 503, "{resp}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n3 never ready: {resp}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 

@@ -10,17 +10,84 @@ use ringkv_client::wire::{
 use super::params::decode_key;
 use super::{ApiState, Body, reply};
 use crate::error::Result;
+use crate::membership::RingState;
 
-pub fn health(state: &ApiState) -> Response<Body> {
+/// `GET /health`, `/healthz`: 200 while the node serves (liveness); with
+/// `?ready=true`, 503 unless it is a ring `member` (readiness: on the committed ring,
+/// its ranges received, so reads use it).
+pub fn health(state: &ApiState, query: Option<&str>) -> Result<Response<Body>> {
+    let want_ready = health_query(query)?;
     let view = state.cluster.view();
+    let (status, body) = health_reply(
+        HealthFacts {
+            node: state.config.id.clone(),
+            members_alive: view.members_alive(),
+            ring_members: view.layout().current().len(),
+            change_in_flight: view.in_flight(),
+            ring: view.ring_state(view.local()),
+        },
+        want_ready,
+    );
+    Ok(reply::json(status, &body))
+}
+
+/// What `/health` reports, gathered from the view.
+#[derive(Debug, Clone)]
+struct HealthFacts {
+    node: String,
+    members_alive: usize,
+    ring_members: usize,
+    change_in_flight: bool,
+    ring: RingState,
+}
+
+/// The status and body of `/health`: only a `member` is ready. A joining node does
+/// not hold its ranges yet and a leaving one is handing them away, so neither should
+/// receive clients; a removed one is on its way out.
+fn health_reply(facts: HealthFacts, want_ready: bool) -> (StatusCode, HealthBody) {
+    let ready = facts.ring == RingState::Member;
+    let refuse = want_ready && !ready;
     let body = HealthBody {
-        status: "ok".into(),
-        node: state.config.id.clone(),
-        members_alive: view.members_alive(),
-        ring_members: view.layout().current().len(),
-        change_in_flight: view.in_flight(),
+        status: if refuse { "not_ready" } else { "ok" }.into(),
+        node: facts.node,
+        members_alive: facts.members_alive,
+        ring_members: facts.ring_members,
+        change_in_flight: facts.change_in_flight,
+        ring: facts.ring.as_str().into(),
+        ready,
     };
-    reply::json(StatusCode::OK, &body)
+    let status = if refuse {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, body)
+}
+
+/// Parses the query of `/health`: only `ready=true|false`, at most once.
+fn health_query(query: Option<&str>) -> Result<bool> {
+    let mut ready = None;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let bad = |message: String| crate::Error::BadRequest(message);
+        match name.as_ref() {
+            "ready" if ready.is_some() => {
+                return Err(bad("query parameter ready is given twice".into()));
+            }
+            "ready" => {
+                ready = Some(match value.as_ref() {
+                    "true" => true,
+                    "false" => false,
+                    other => return Err(bad(format!("ready={other}: expected true or false"))),
+                })
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown query parameter {other:?} (GET /health takes only ready=true|false)"
+                )));
+            }
+        }
+    }
+    Ok(ready.unwrap_or(false))
 }
 
 pub fn metrics(state: &ApiState) -> Response<Body> {
@@ -157,4 +224,73 @@ fn member_counts(view: &crate::cluster::View) -> Vec<(&'static str, usize)> {
             (state, count)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(ring: RingState) -> HealthFacts {
+        HealthFacts {
+            node: "n4".into(),
+            members_alive: 4,
+            ring_members: 3,
+            change_in_flight: ring != RingState::Member,
+            ring,
+        }
+    }
+
+    #[test]
+    fn only_a_member_is_ready() {
+        // `?ready=true` answers 503 `not_ready` for every ring state but `member`, and
+        // plain `/health` answers 200 `ok` in all of them, with the same fields.
+        for ring in [
+            RingState::Joining,
+            RingState::Member,
+            RingState::Leaving,
+            RingState::Removed,
+        ] {
+            let member = ring == RingState::Member;
+            let (status, body) = health_reply(facts(ring), true);
+            let expected = if member {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            assert_eq!(status, expected, "{ring:?} with ready=true");
+            assert_eq!(body.status, if member { "ok" } else { "not_ready" });
+            assert_eq!(body.ready, member, "{ring:?}");
+            assert_eq!(body.ring, ring.as_str());
+
+            let (status, plain) = health_reply(facts(ring), false);
+            assert_eq!(status, StatusCode::OK, "{ring:?} without ready");
+            assert_eq!(plain.status, "ok");
+            assert_eq!((plain.ready, plain.ring), (body.ready, body.ring));
+            assert_eq!(
+                (plain.node, plain.members_alive, plain.ring_members),
+                ("n4".to_string(), 4, 3)
+            );
+        }
+    }
+
+    #[test]
+    fn the_health_query_takes_only_ready() {
+        // ready=true|false parses; anything else, or ready twice, is a 400 that names it.
+        assert!(!health_query(None).unwrap());
+        assert!(!health_query(Some("")).unwrap());
+        assert!(health_query(Some("ready=true")).unwrap());
+        assert!(!health_query(Some("ready=false")).unwrap());
+        for (query, says) in [
+            ("ready=yes", "ready=yes: expected true or false"),
+            ("ready", "ready=: expected true or false"),
+            ("ready=true&ready=true", "given twice"),
+            ("verbose=1", "unknown query parameter \"verbose\""),
+        ] {
+            let err = health_query(Some(query)).unwrap_err();
+            assert!(
+                matches!(&err, crate::Error::BadRequest(m) if m.contains(says)),
+                "{query}: {err:?}"
+            );
+        }
+    }
 }

@@ -163,7 +163,9 @@ async fn route(state: &ApiState, req: Request<Incoming>) -> Routed {
         ("/kv", Method::PUT) => ("json_put", json::put(state, req).await),
         ("/kv", Method::DELETE) => ("json_delete", json::delete(state, req).await),
         ("/kv", _) => ("other", Ok(reply::method_not_allowed("GET, PUT, DELETE"))),
-        ("/health" | "/healthz", Method::GET) => ("health", Ok(admin::health(state))),
+        ("/health" | "/healthz", Method::GET) => {
+            ("health", admin::health(state, req.uri().query()))
+        }
         ("/metrics", Method::GET) => ("metrics", Ok(admin::metrics(state))),
         ("/cluster", Method::GET) => ("cluster", Ok(admin::cluster(state))),
         ("/stats", Method::GET) => ("stats", stats::stats(state, req).await),
