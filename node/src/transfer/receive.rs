@@ -16,7 +16,7 @@ use crate::anti_entropy::{Budget, Exchanger, LEAVES_PARTITIONS_MAX};
 use crate::cluster::{Cluster, View};
 use crate::error::{Error, Result};
 use crate::handoff::HintStore;
-use crate::membership::{Intent, fingerprint};
+use crate::membership::Intent;
 use crate::metrics;
 use crate::storage::{Backend, Cf};
 
@@ -136,7 +136,7 @@ impl Receiver {
     fn publish(&self, view: &View) {
         let layout = view.layout();
         let target = layout.target();
-        let fp = fingerprint(&target);
+        let fp = view.target_fingerprint();
         let ready = target
             .iter()
             .filter(|id| layout.received(id) == Some(fp))
@@ -177,7 +177,7 @@ impl Receiver {
             // forms its first ring at once; a new node waits for the cluster's layout).
             return Ok(false);
         }
-        let fp = fingerprint(&target);
+        let fp = view.target_fingerprint();
         if !layout.all_writing(fp) {
             // Some node may still write without the target's homes: wait for it.
             return Ok(false);
