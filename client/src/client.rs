@@ -32,7 +32,10 @@ pub struct ClientConfig {
     /// For this long after a transport failure a node is tried last, so a dead node
     /// does not cost every request a failed attempt.
     pub node_backoff_ms: u64,
-    /// Idle pooled connections are closed after this long.
+    /// Idle pooled connections are closed after this long: keep it below the
+    /// server's own cutoff (a node closes a connection idle for its
+    /// `--header-timeout-ms`, 10 s by default), or a request may be sent on a
+    /// connection just as the server closes it and fail with the outcome unknown.
     pub pool_idle_timeout_ms: u64,
     /// Idle connections kept per node; above the workload's concurrency, or
     /// connections churn.
@@ -57,7 +60,7 @@ impl Default for ClientConfig {
             request_timeout_ms: 10_000,
             connect_timeout_ms: 2_000,
             node_backoff_ms: 1_000,
-            pool_idle_timeout_ms: 90_000,
+            pool_idle_timeout_ms: 5_000,
             pool_max_idle_per_node: 512,
             response_bytes_max: 128 << 20,
             http2_prior_knowledge: false,

@@ -249,7 +249,9 @@ impl HttpClient {
     pub fn with_timeout(timeout: Duration) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below the nodes' idle cutoff (`--header-timeout-ms`, 10 s), so that a
+            // request is never sent on a connection the node is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build_http();
         let auth = std::env::var(TOKEN_ENV)
             .ok()

@@ -57,7 +57,10 @@ impl Default for PeerStats {
         connector.set_nodelay(true);
         Self {
             client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
+                // Below the peers' idle cutoff (`--header-timeout-ms`, 10 s by
+                // default); the idle timeout only runs with a pool timer.
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build(connector),
         }
     }
