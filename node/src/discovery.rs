@@ -17,12 +17,17 @@ use crate::storage::Backend;
 
 /// Starts gossip for `config`; `store` holds the members remembered from the last run.
 pub async fn start_gossip(config: &Config, store: &dyn Backend) -> Result<Gossip> {
-    let advertise_cluster = resolve(&config.advertise_cluster).await.ok_or_else(|| {
-        Error::Config(format!(
-            "--advertise-cluster {}: cannot resolve",
-            config.advertise_cluster
-        ))
-    })?;
+    // A pod's own name in a headless Service may be published a moment after its
+    // container starts.
+    let deadline = tokio::time::Instant::now() + ADVERTISE_RESOLVE_PATIENCE;
+    let advertise_cluster = resolve_by(&config.advertise_cluster, deadline)
+        .await
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "--advertise-cluster {}: cannot resolve within {:?}",
+                config.advertise_cluster, ADVERTISE_RESOLVE_PATIENCE
+            ))
+        })?;
     let remembered = Cluster::remembered_peers(store, &config.id);
     let patience = if remembered.is_empty() {
         SEED_RESOLVE_PATIENCE
@@ -53,6 +58,25 @@ async fn resolve(host_port: &str) -> Option<SocketAddr> {
     tokio::net::lookup_host(host_port).await.ok()?.next()
 }
 
+/// [`resolve`], retried every second until `deadline` (at least one attempt, itself
+/// bounded by `deadline`).
+async fn resolve_by(host_port: &str, deadline: tokio::time::Instant) -> Option<SocketAddr> {
+    loop {
+        // A name the resolver cannot answer may hang for its own timeout (a
+        // container's DNS forwards unknown names upstream): bound each attempt.
+        if let Ok(Some(addr)) = tokio::time::timeout_at(deadline, resolve(host_port)).await {
+            return Some(addr);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// How long a start waits for its own advertised name to resolve.
+const ADVERTISE_RESOLVE_PATIENCE: Duration = Duration::from_secs(30);
+
 /// How long a first start waits for seed names to resolve (containers may come up
 /// before their DNS names do) ...
 const SEED_RESOLVE_PATIENCE: Duration = Duration::from_secs(30);
@@ -67,18 +91,11 @@ const SEED_RESOLVE_PATIENCE_RESTART: Duration = Duration::from_secs(2);
 async fn resolve_seeds(join: &[String], patience: Duration) -> Vec<SocketAddr> {
     let deadline = tokio::time::Instant::now() + patience;
     let attempts = join.iter().map(|seed| async move {
-        loop {
-            // A name the resolver cannot answer may hang for its own timeout (a
-            // container's DNS forwards unknown names upstream): bound each attempt.
-            if let Ok(Some(addr)) = tokio::time::timeout_at(deadline, resolve(seed)).await {
-                return Some(addr);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(%seed, "cannot resolve the seed; starting without it");
-                return None;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        let addr = resolve_by(seed, deadline).await;
+        if addr.is_none() {
+            tracing::warn!(%seed, "cannot resolve the seed; starting without it");
         }
+        addr
     });
     futures::future::join_all(attempts)
         .await

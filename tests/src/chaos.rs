@@ -51,6 +51,9 @@
 //! [`crate::netfault::NodeIp`]) so that nftables can cut it off; and
 //! [`crate::compose::ComposeCluster`] drives the compose cluster's containers
 //! with the Docker CLI. The schedule, workload, heal and checks are the same.
+//! [`ChaosConfig::with_steps`] replaces the seeded schedule by membership changes
+//! made in a fixed order, each once the ring has settled after the one before (the
+//! compose scale test, which scales the StatefulSet's pods out and in).
 //!
 //! Caveats: anti-entropy does not exist yet, so keys converge through hinted
 //! handoff and the read repair of the final reads. Partitions are off (and said so
@@ -190,22 +193,27 @@ impl Fault {
     }
 }
 
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names = |nodes: &[usize]| {
-            nodes
-                .iter()
-                .map(|n| format!("n{}", n + 1))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let nodes = names(&self.nodes());
+impl Fault {
+    /// What it does, naming node `i` by `ids[i]` (by `n{i+1}` past its end).
+    pub fn describe(&self, ids: &[String]) -> String {
+        let nodes = self
+            .nodes()
+            .iter()
+            .map(|&n| ids.get(n).cloned().unwrap_or_else(|| format!("n{}", n + 1)))
+            .collect::<Vec<_>>()
+            .join(",");
         let secs = self.length().as_secs_f64();
         match self {
-            Fault::Join { .. } | Fault::Leave { .. } => write!(f, "{} {nodes}", self.kind()),
-            Fault::Remove { .. } => write!(f, "remove {nodes} (SIGKILL, removal after {secs:.1}s)"),
-            _ => write!(f, "{} {nodes} for {secs:.1}s", self.kind()),
+            Fault::Join { .. } | Fault::Leave { .. } => format!("{} {nodes}", self.kind()),
+            Fault::Remove { .. } => format!("remove {nodes} (SIGKILL, removal after {secs:.1}s)"),
+            _ => format!("{} {nodes} for {secs:.1}s", self.kind()),
         }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(&[]))
     }
 }
 
@@ -606,8 +614,15 @@ pub struct ChaosConfig {
     pub leave_within: Duration,
     /// Bound on a removal: gossip seeing the node down, then the `POST` accepted.
     pub remove_within: Duration,
-    /// Bound on the ring settling after the heal (no change in flight anywhere).
+    /// Bound on the ring settling after the heal (no change in flight anywhere),
+    /// and after each of `steps`.
     pub ring_within: Duration,
+    /// Membership changes made in order instead of the seeded schedule, a group
+    /// at a time (see [`Self::with_steps`]); `None` runs the schedule.
+    pub steps: Option<Vec<Vec<Fault>>>,
+    /// With `steps`: the load before the first group, between groups, and after
+    /// the last.
+    pub step_gap: Duration,
 }
 
 impl ChaosConfig {
@@ -649,7 +664,23 @@ impl ChaosConfig {
             leave_within: Duration::from_secs(180),
             remove_within: Duration::from_secs(60),
             ring_within: Duration::from_secs(180),
+            steps: None,
+            step_gap: Duration::from_secs(10),
         }
+    }
+
+    /// The same, making `steps` instead of a seeded schedule: under the workload,
+    /// each group's changes begin together (joins, leaves), and the next group
+    /// waits until this one's leaving nodes have exited and every ring member's
+    /// `/cluster` shows the ring settled, `step_gap` apart. The workload runs until
+    /// the last group is done and `step_gap` more, with `bound` as its limit: a
+    /// step not done by then is an error.
+    pub fn with_steps(mut self, steps: Vec<Vec<Fault>>, bound: Duration) -> Self {
+        self.workload.duration = bound;
+        self.schedule.duration = bound;
+        self.membership_off = None;
+        self.steps = Some(steps);
+        self
     }
 
     /// Turns joins off, for a target without spares, saying why.
@@ -663,6 +694,8 @@ impl ChaosConfig {
 #[derive(Debug)]
 pub struct ChaosOutcome {
     pub seed: u64,
+    /// Node ids, in node order (spares last): how faults name their nodes.
+    pub ids: Vec<String>,
     pub planned: usize,
     pub faults: Vec<FaultRecord>,
     pub workload: workload::WorkloadStats,
@@ -695,7 +728,11 @@ impl ChaosOutcome {
     pub fn fault_errors(&self) -> Vec<String> {
         self.faults
             .iter()
-            .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.fault)))
+            .filter_map(|r| {
+                r.error
+                    .as_ref()
+                    .map(|e| format!("{}: {e}", r.fault.describe(&self.ids)))
+            })
             .collect()
     }
 
@@ -790,7 +827,7 @@ impl fmt::Display for ChaosOutcome {
                 f,
                 "    at {:>6.1}s {} ({end} at {healed}){error}",
                 r.injected_at.as_secs_f64(),
-                r.fault
+                r.fault.describe(&self.ids)
             )?;
         }
         writeln!(
@@ -1115,7 +1152,10 @@ impl ChaosTarget for ChaosCluster {
 pub async fn run<C: ChaosTarget>(cluster: &mut C, config: &ChaosConfig, seed: u64) -> ChaosOutcome {
     let mut schedule = config.schedule.clone();
     schedule.joins_max = schedule.joins_max.min(cluster.spares());
-    let planned = plan(seed, &schedule);
+    let planned = match &config.steps {
+        Some(_) => Vec::new(),
+        None => plan(seed, &schedule),
+    };
     eprintln!(
         "chaos: seed {seed}; {} nodes n={} r={} w={}; {} clients over {} keys for {:?}; {} faults \
          planned:",
@@ -1129,21 +1169,28 @@ pub async fn run<C: ChaosTarget>(cluster: &mut C, config: &ChaosConfig, seed: u6
         planned.len()
     );
     match &config.partitions_off {
+        _ if config.steps.is_some() => {}
         None => eprintln!("chaos: partitions on"),
         Some(why) => eprintln!("chaos: partitions off: {why}"),
     }
     match &config.membership_off {
+        None if config.steps.is_some() => {}
         None => eprintln!(
             "chaos: membership changes on: at most {} join, {} leave, {} remove",
             schedule.joins_max, schedule.leaves_max, schedule.removes_max
         ),
         Some(why) => eprintln!("chaos: membership changes off: {why}"),
     }
+    let nodes = cluster.nodes();
+    let ids: Vec<String> = nodes.iter().map(|(id, _)| id.clone()).collect();
     for p in &planned {
-        eprintln!("    at {:>6.1}s {}", p.at.as_secs_f64(), p.fault);
+        eprintln!(
+            "    at {:>6.1}s {}",
+            p.at.as_secs_f64(),
+            p.fault.describe(&ids)
+        );
     }
 
-    let nodes = cluster.nodes();
     let originals = nodes.len() - cluster.spares();
     let targets = Arc::new(Targets::new(&nodes, config.workload.request_timeout()));
     for (id, _) in &nodes[originals..] {
@@ -1152,12 +1199,28 @@ pub async fn run<C: ChaosTarget>(cluster: &mut C, config: &ChaosConfig, seed: u6
     let recorder = Arc::new(Recorder::new());
     let done = AtomicBool::new(false);
     let mut driver = Driver::new(&nodes, originals, config, recorder.clone(), targets.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workload_config = config.workload.clone();
+    workload_config.stop = Some(stop.clone());
     let workload = async {
-        let stats = workload::run(&config.workload, targets.clone(), recorder.clone(), seed).await;
+        let stats = workload::run(&workload_config, targets.clone(), recorder.clone(), seed).await;
         done.store(true, Ordering::SeqCst);
         stats
     };
-    let (stats, ()) = tokio::join!(workload, driver.drive(cluster, &planned, &done));
+    let driving = async {
+        match &config.steps {
+            None => driver.drive(cluster, &planned, &done).await,
+            Some(steps) => {
+                for (i, group) in steps.iter().enumerate() {
+                    let what: Vec<String> = group.iter().map(|f| f.describe(&ids)).collect();
+                    eprintln!("    step {}: {}", i + 1, what.join(", "));
+                }
+                driver.drive_steps(cluster, steps, config, &done).await;
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+    };
+    let (stats, ()) = tokio::join!(workload, driving);
     eprintln!(
         "chaos: workload done after {:.1}s, {} operations; healing",
         stats.elapsed.as_secs_f64(),
@@ -1168,7 +1231,11 @@ pub async fn run<C: ChaosTarget>(cluster: &mut C, config: &ChaosConfig, seed: u6
     let history = recorder.take_history();
     let mut outcome = ChaosOutcome {
         seed,
-        planned: planned.len(),
+        ids,
+        planned: match &config.steps {
+            Some(steps) => steps.iter().map(Vec::len).sum(),
+            None => planned.len(),
+        },
         faults: Vec::new(),
         workload: stats,
         history,
@@ -1345,8 +1412,10 @@ impl Driver {
     /// The nodes on the ring now: those of the start and the spares that joined,
     /// but not those that left or were removed.
     fn members(&self) -> Vec<usize> {
-        (0..self.originals)
+        let all: BTreeSet<usize> = (0..self.originals)
             .chain(self.joined.iter().copied())
+            .collect();
+        all.into_iter()
             .filter(|n| !self.departed.contains(n))
             .collect()
     }
@@ -1405,6 +1474,89 @@ impl Driver {
         self.wait_until(cluster, Duration::MAX, done).await;
     }
 
+    /// Makes `steps` as [`ChaosConfig::with_steps`] says, under the workload, until
+    /// they are done or `done` (the workload's bound) is set; a step that could not
+    /// be made, or after which the ring did not settle in time, is an error in its
+    /// record, and ends the steps.
+    async fn drive_steps<C: ChaosTarget>(
+        &mut self,
+        cluster: &mut C,
+        steps: &[Vec<Fault>],
+        config: &ChaosConfig,
+        done: &AtomicBool,
+    ) {
+        for group in steps {
+            let at = self.recorder.elapsed() + config.step_gap;
+            if !self.wait_until(cluster, at, done).await {
+                break;
+            }
+            let first = self.records.len();
+            let began = self.recorder.elapsed();
+            for fault in group {
+                self.inject(cluster, fault).await;
+            }
+            while !self.leaving.is_empty() && !done.load(Ordering::SeqCst) {
+                self.follow_leaves(cluster).await;
+                if !self.leaving.is_empty() {
+                    tokio::time::sleep(LEAVE_POLL).await;
+                }
+            }
+            let apis: Vec<(String, Api)> = self
+                .members()
+                .into_iter()
+                .map(|i| (self.ids[i].clone(), self.apis[i].clone()))
+                .collect();
+            let departed: BTreeSet<String> =
+                self.departed.iter().map(|&i| self.ids[i].clone()).collect();
+            let settled = wait_ring_settled(&apis, &departed, config.ring_within).await;
+            let at = self.recorder.elapsed();
+            let error = match settled {
+                _ if self.records[first..].iter().any(|r| r.error.is_some()) => {
+                    Some("the step failed".to_owned())
+                }
+                Ok(()) => None,
+                Err(e) => Some(e),
+            };
+            match error {
+                None => eprintln!(
+                    "chaos: {:>6.1}s ring settled, {:.1}s after the step began: {} members ({})",
+                    at.as_secs_f64(),
+                    (at - began).as_secs_f64(),
+                    apis.len(),
+                    apis.iter()
+                        .map(|(id, _)| id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                Some(e) => {
+                    eprintln!("chaos: {:>6.1}s steps end here: {e}", at.as_secs_f64());
+                    for r in &mut self.records[first..] {
+                        r.error.get_or_insert_with(|| format!("after it: {e}"));
+                    }
+                    return;
+                }
+            }
+        }
+        let at = self.recorder.elapsed() + config.step_gap;
+        self.wait_until(cluster, at, done).await;
+        let undone = steps.iter().map(Vec::len).sum::<usize>() - self.records.len();
+        if undone > 0 {
+            eprintln!(
+                "chaos: {undone} steps not begun within the workload's bound {:?}",
+                config.workload.duration
+            );
+            for fault in steps.iter().flatten().skip(self.records.len()) {
+                let at = self.recorder.elapsed();
+                self.records.push(FaultRecord {
+                    fault: fault.clone(),
+                    injected_at: at,
+                    healed_at: Some(at),
+                    error: Some("not begun within the workload's bound".to_owned()),
+                });
+            }
+        }
+    }
+
     /// Sleeps until `at` on the workload's clock, following leaves meanwhile; false
     /// once `done` is set.
     async fn wait_until<C: ChaosTarget>(
@@ -1447,7 +1599,11 @@ impl Driver {
         } else {
             "inject"
         };
-        eprintln!("chaos: {:>6.1}s {verb} {fault}", injected_at.as_secs_f64());
+        eprintln!(
+            "chaos: {:>6.1}s {verb} {}",
+            injected_at.as_secs_f64(),
+            fault.describe(&self.ids)
+        );
         for node in Self::unreachable(cluster, fault) {
             self.targets.set_live(&self.ids[node], false);
         }
@@ -1479,10 +1635,13 @@ impl Driver {
         r
     }
 
-    /// Spare `node` answers: the workload may use it.
+    /// Spare `node` answers: the workload may use it. A node that departed earlier
+    /// and joins again on a new data dir (a StatefulSet scaled back out) is a member
+    /// again.
     fn joined_now(&mut self, r: usize, node: usize) {
         let at = self.recorder.elapsed();
         self.records[r].healed_at = Some(at);
+        self.departed.retain(|&n| n != node);
         self.joined.insert(node);
         self.targets.set_live(&self.ids[node], true);
         eprintln!(
@@ -1512,6 +1671,7 @@ impl Driver {
             return;
         }
         let fault = self.records[r].fault.clone();
+        let what = fault.describe(&self.ids);
         let result = match &fault {
             Fault::Kill { node, .. } => cluster.restart(*node).await,
             Fault::Pause { node, .. } => cluster.resume(*node).await,
@@ -1525,18 +1685,18 @@ impl Driver {
         match (result, &fault) {
             (Ok(()), Fault::Remove { node, .. }) => {
                 self.depart(cluster, *node);
-                eprintln!("chaos: {:>6.1}s done {fault}", at.as_secs_f64());
+                eprintln!("chaos: {:>6.1}s done {what}", at.as_secs_f64());
             }
             (Ok(()), _) => {
                 for node in Self::unreachable(cluster, &fault) {
                     self.targets.set_live(&self.ids[node], true);
                 }
-                eprintln!("chaos: {:>6.1}s healed {fault}", at.as_secs_f64());
+                eprintln!("chaos: {:>6.1}s healed {what}", at.as_secs_f64());
             }
             (Err(e), _) => {
                 let e = first_line(&format!("{e:#}"));
                 eprintln!(
-                    "chaos: {:>6.1}s healing {fault} FAILED: {e}",
+                    "chaos: {:>6.1}s healing {what} FAILED: {e}",
                     at.as_secs_f64()
                 );
                 self.records[r].error = Some(format!("heal: {e}"));
@@ -1596,20 +1756,13 @@ impl Driver {
             if !running {
                 self.depart(cluster, node);
             }
+            let what = self.records[r].fault.describe(&self.ids);
             let record = &mut self.records[r];
             record.healed_at = Some(at);
             match error {
-                None => eprintln!(
-                    "chaos: {:>6.1}s done {}: it exited",
-                    at.as_secs_f64(),
-                    record.fault
-                ),
+                None => eprintln!("chaos: {:>6.1}s done {what}: it exited", at.as_secs_f64()),
                 Some(e) => {
-                    eprintln!(
-                        "chaos: {:>6.1}s {} FAILED: {e}",
-                        at.as_secs_f64(),
-                        record.fault
-                    );
+                    eprintln!("chaos: {:>6.1}s {what} FAILED: {e}", at.as_secs_f64());
                     record.error = Some(format!("leave: {e}"));
                 }
             }

@@ -90,6 +90,9 @@ pub struct ComposeCluster {
     compose: Option<Compose>,
     /// Nodes that left or were removed.
     departed: Vec<usize>,
+    /// Whether a departed node's container and volume are deleted, as a
+    /// StatefulSet scaled down deletes the pod and (`whenScaled: Delete`) its claim.
+    delete_departed: bool,
 }
 
 impl ComposeCluster {
@@ -154,7 +157,14 @@ impl ComposeCluster {
             network,
             compose,
             departed: Vec::new(),
+            delete_departed: false,
         })
+    }
+
+    /// Deletes each departed node's container and volume from now on (a scaled-down
+    /// pod and its claim), so its DNS name goes and a later start is on a new volume.
+    pub fn delete_departed(&mut self) {
+        self.delete_departed = true;
     }
 
     /// Why joins cannot run here, `None` if they can.
@@ -249,15 +259,20 @@ impl Compose {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// Stops and deletes `service`'s container and its volume.
+    fn delete(&self, service: &str) -> anyhow::Result<()> {
+        self.run(&["rm", "-f", "-s", service])?;
+        let volume = format!("{}_{service}-data", self.project());
+        match docker(&["volume", "rm", &volume]) {
+            Err(e) if !e.to_string().to_lowercase().contains("no such volume") => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Starts `service` on a new volume (any old container and volume of it removed
     /// first) and returns its container id.
     fn start_fresh(&self, service: &str) -> anyhow::Result<String> {
-        let _ = self.run(&["rm", "-f", "-s", service]);
-        let _ = docker(&[
-            "volume",
-            "rm",
-            &format!("{}_{service}-data", self.project()),
-        ]);
+        let _ = self.delete(service);
         self.run(&["up", "-d", "--no-deps", service])?;
         let id = self.run(&["ps", "-q", service])?;
         if id.is_empty() {
@@ -349,6 +364,7 @@ impl ChaosTarget for ComposeCluster {
         .await
         .context("starting the spare panicked")??;
         self.nodes[node].container = Some(container);
+        self.departed.retain(|&n| n != node);
         self.wait_ready(node).await
     }
 
@@ -369,6 +385,18 @@ impl ChaosTarget for ComposeCluster {
 
     fn depart(&mut self, node: usize) {
         self.departed.push(node);
+        if let (true, Some(compose)) = (self.delete_departed, &self.compose) {
+            let service = &self.nodes[node].id;
+            // The driver is not timed here: a second's block is harmless.
+            match tokio::task::block_in_place(|| compose.delete(service)) {
+                Ok(()) => {
+                    eprintln!("compose: deleted {service}'s container and volume");
+                    // It may start again, on a new volume, and join.
+                    self.nodes[node].container = None;
+                }
+                Err(e) => eprintln!("compose: deleting {service}: {e:#}"),
+            }
+        }
     }
 
     async fn stopped(&mut self) -> Vec<String> {

@@ -174,6 +174,8 @@ pub struct WorkloadConfig {
     pub timeout_ms: u64,
     /// Fraction of requests sent to any node, faulted or not.
     pub stray_fraction: f64,
+    /// Ends the run before `duration` once set (each client finishes its step).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for WorkloadConfig {
@@ -190,6 +192,7 @@ impl Default for WorkloadConfig {
             w: 2,
             timeout_ms: 2000,
             stray_fraction: 0.02,
+            stop: None,
         }
     }
 }
@@ -269,7 +272,13 @@ impl Client {
             .map(|rate| Duration::from_secs_f64(self.config.clients as f64 / rate.max(0.001)));
         let mut next_step = started;
         loop {
-            if Instant::now() >= deadline
+            let stopped = self
+                .config
+                .stop
+                .as_ref()
+                .is_some_and(|stop| stop.load(Ordering::SeqCst));
+            if stopped
+                || Instant::now() >= deadline
                 || steps.fetch_add(1, Ordering::Relaxed) >= self.config.steps_max
             {
                 return;
