@@ -1248,23 +1248,14 @@ pub async fn run<C: ChaosTarget>(cluster: &mut C, config: &ChaosConfig, seed: u6
             .iter()
             .map(|&i| nodes[i].0.clone())
             .collect(),
-        departed: driver
-            .departed
-            .iter()
-            .map(|&i| nodes[i].0.clone())
-            .collect(),
+        departed: driver.departed_ids(),
         rings: driver.rings(),
         departed_homes: Vec::new(),
         lost: driver.lost().iter().map(|&i| nodes[i].0.clone()).collect(),
     };
     let down = cluster.stopped().await;
     if down.is_empty() {
-        let apis: Vec<(String, Api)> = driver
-            .members()
-            .into_iter()
-            .map(|i| (nodes[i].0.clone(), driver.apis[i].clone()))
-            .collect();
-        settle_and_check(&apis, &mut outcome, config).await;
+        settle_and_check(&driver.member_apis(), &mut outcome, config).await;
     } else {
         outcome.notes.push(format!(
             "not checked: {} could not be brought back, so there is no final state",
@@ -1420,6 +1411,19 @@ impl Driver {
             .collect()
     }
 
+    /// The ring members' ids and APIs, for asking them about the ring.
+    fn member_apis(&self) -> Vec<(String, Api)> {
+        self.members()
+            .into_iter()
+            .map(|i| (self.ids[i].clone(), self.apis[i].clone()))
+            .collect()
+    }
+
+    /// The ids of the nodes that left or were removed, in the order they went.
+    fn departed_ids(&self) -> Vec<String> {
+        self.departed.iter().map(|&i| self.ids[i].clone()).collect()
+    }
+
     /// The nodes whose removal was accepted (killed for good, their data gone).
     fn lost(&self) -> Vec<usize> {
         self.departed
@@ -1495,30 +1499,17 @@ impl Driver {
             for fault in group {
                 self.inject(cluster, fault).await;
             }
-            while !self.leaving.is_empty() && !done.load(Ordering::SeqCst) {
-                self.follow_leaves(cluster).await;
-                if !self.leaving.is_empty() {
-                    tokio::time::sleep(LEAVE_POLL).await;
-                }
-            }
-            let apis: Vec<(String, Api)> = self
-                .members()
-                .into_iter()
-                .map(|i| (self.ids[i].clone(), self.apis[i].clone()))
-                .collect();
-            let departed: BTreeSet<String> =
-                self.departed.iter().map(|&i| self.ids[i].clone()).collect();
-            let settled = wait_ring_settled(&apis, &departed, config.ring_within).await;
-            let at = self.recorder.elapsed();
-            let error = match settled {
-                _ if self.records[first..].iter().any(|r| r.error.is_some()) => {
-                    Some("the step failed".to_owned())
-                }
-                Ok(()) => None,
-                Err(e) => Some(e),
+            self.finish_leaves(cluster).await;
+            let apis = self.member_apis();
+            let settled = if self.records[first..].iter().any(|r| r.error.is_some()) {
+                Err("the step failed".to_owned())
+            } else {
+                let departed: BTreeSet<String> = self.departed_ids().into_iter().collect();
+                wait_ring_settled(&apis, &departed, config.ring_within).await
             };
-            match error {
-                None => eprintln!(
+            let at = self.recorder.elapsed();
+            match settled {
+                Ok(()) => eprintln!(
                     "chaos: {:>6.1}s ring settled, {:.1}s after the step began: {} members ({})",
                     at.as_secs_f64(),
                     (at - began).as_secs_f64(),
@@ -1528,7 +1519,7 @@ impl Driver {
                         .collect::<Vec<_>>()
                         .join(",")
                 ),
-                Some(e) => {
+                Err(e) => {
                     eprintln!("chaos: {:>6.1}s steps end here: {e}", at.as_secs_f64());
                     for r in &mut self.records[first..] {
                         r.error.get_or_insert_with(|| format!("after it: {e}"));
