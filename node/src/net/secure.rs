@@ -28,8 +28,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::noise::{
-    FRAME_PLAINTEXT_MAX_BYTES, HANDSHAKE_MESSAGE_BYTES, Initiator, NoiseError, Transport,
-    frame_len, respond,
+    FRAME_MAX_BYTES, FRAME_PLAINTEXT_MAX_BYTES, HANDSHAKE_MESSAGE_BYTES, Initiator, NoiseError,
+    Transport, frame_len, respond,
 };
 
 /// How long a handshake may take, either side: a peer on the LAN needs a millisecond;
@@ -37,6 +37,9 @@ use super::noise::{
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// The receive buffer: one whole frame (its length bytes included) and a read chunk.
+/// Allocated and zeroed once per connection, so a read costs no zeroing.
+const RECEIVE_BUFFER_BYTES: usize = 2 + FRAME_MAX_BYTES + READ_CHUNK_BYTES;
 
 /// Connections refused before HTTP/2 saw them, labelled by `channel` (`peer` here).
 pub const REJECTED: &str = ringkv_gossip::REJECTED_TOTAL;
@@ -109,8 +112,10 @@ async fn write_handshake_message<S: AsyncWrite + Unpin>(
 pub struct NoiseStream<S> {
     inner: S,
     transport: Transport,
-    /// Bytes read from `inner`, not yet a whole frame.
-    received: Vec<u8>,
+    /// Bytes read from `inner` and not yet opened: `received[received_from..received_to]`.
+    received: Box<[u8]>,
+    received_from: usize,
+    received_to: usize,
     /// Opened plaintext not yet read, from `plain_at`.
     plain: Vec<u8>,
     plain_at: usize,
@@ -134,7 +139,9 @@ impl<S> NoiseStream<S> {
         Self {
             inner,
             transport,
-            received: Vec::new(),
+            received: vec![0; RECEIVE_BUFFER_BYTES].into_boxed_slice(),
+            received_from: 0,
+            received_to: 0,
             plain: Vec::new(),
             plain_at: 0,
             pending: Vec::new(),
@@ -151,19 +158,35 @@ impl<S> NoiseStream<S> {
 
     /// Opens the first whole frame in `received`, if there is one.
     fn open_buffered(&mut self) -> io::Result<bool> {
-        let Some(header) = self.received.first_chunk::<2>() else {
+        let buffered = &self.received[self.received_from..self.received_to];
+        let Some(header) = buffered.first_chunk::<2>() else {
             return Ok(false);
         };
         let len = frame_len(*header);
-        if self.received.len() < 2 + len {
+        if buffered.len() < 2 + len {
             return Ok(false);
         }
         self.transport
-            .open_frame(&self.received[2..2 + len], &mut self.plain)
+            .open_frame(&buffered[2..2 + len], &mut self.plain)
             .map_err(invalid)?;
         self.plain_at = 0;
-        self.received.drain(..2 + len);
+        self.received_from += 2 + len;
+        if self.received_from == self.received_to {
+            (self.received_from, self.received_to) = (0, 0);
+        }
         Ok(true)
+    }
+
+    /// Makes room for a read chunk after the buffered bytes: a partial frame (shorter
+    /// than a whole one, or it would have been opened) moves to the front when the
+    /// chunk would not fit after it.
+    fn make_receive_space(&mut self) {
+        if self.received_to + READ_CHUNK_BYTES > self.received.len() {
+            self.received
+                .copy_within(self.received_from..self.received_to, 0);
+            self.received_to -= self.received_from;
+            self.received_from = 0;
+        }
     }
 
     /// Seals what is pending into one frame.
@@ -214,7 +237,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for NoiseStream<S> {
                 continue;
             }
             if this.eof {
-                return Poll::Ready(if this.received.is_empty() {
+                return Poll::Ready(if this.received_from == this.received_to {
                     Ok(())
                 } else {
                     Err(io::Error::new(
@@ -223,13 +246,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for NoiseStream<S> {
                     ))
                 });
             }
-            let mut chunk = [0u8; READ_CHUNK_BYTES];
-            let mut chunk_buf = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut chunk_buf))?;
-            if chunk_buf.filled().is_empty() {
+            this.make_receive_space();
+            let to = this.received_to;
+            let mut chunk = ReadBuf::new(&mut this.received[to..to + READ_CHUNK_BYTES]);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut chunk))?;
+            let read = chunk.filled().len();
+            if read == 0 {
                 this.eof = true;
             } else {
-                this.received.extend_from_slice(chunk_buf.filled());
+                this.received_to += read;
             }
         }
     }
@@ -493,6 +518,41 @@ mod tests {
         assert_eq!(got.len(), 2 * big.len());
         assert_eq!(&got[..big.len()], &big[..]);
         assert_eq!(&got[big.len()..], &big[..]);
+    }
+
+    #[tokio::test]
+    async fn many_small_frames_read_back_in_order_across_buffer_refills() {
+        // Thousands of flushed (so separately sealed) small writes arrive many frames
+        // per socket read and frames cut across reads; the reader gets every byte in
+        // order, whatever the size of its own reads.
+        let (client, server) = pair(&[1], &[1]).await;
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        let messages: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| (0..(i % 700 + 1)).map(|j| (i + j) as u8).collect())
+            .collect();
+        let expected: Vec<u8> = messages.concat();
+        let writer = async {
+            for message in &messages {
+                client.write_all(message).await.unwrap();
+                client.flush().await.unwrap();
+            }
+            client.shutdown().await.unwrap();
+            client
+        };
+        let reader = async {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 333];
+            loop {
+                let n = server.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return got;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        };
+        let (_, got) = tokio::join!(writer, reader);
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "the bytes came back changed or reordered");
     }
 
     #[tokio::test]
