@@ -15,8 +15,9 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::net::{PeerRequest, PeerResponse, PeerTransport};
 use crate::replica::layout::Place;
-use crate::replica::tree::differing_segments;
+use crate::replica::tree::{differing_segments, key_hash};
 use crate::replica::{Replica, SegmentEntry};
+use crate::version::Clock;
 
 /// What one exchange may repair before it stops (the rest waits for the next one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,9 @@ pub fn diff_entries(ours: &[SegmentEntry], theirs: &[SegmentEntry]) -> KeyDiff {
     }
     diff
 }
+
+/// This node's clocks of the keys one listing found, by key.
+type Listed = BTreeMap<Vec<u8>, Clock>;
 
 /// What an exchange runs with.
 #[derive(Debug, Clone)]
@@ -156,11 +160,11 @@ impl Exchanger {
                     outcome.more = true;
                     break;
                 }
-                let (listed, diff) = self.diff_segments(peer, rest, keys_left).await?;
+                let (listed, diff, ours) = self.diff_segments(peer, rest, keys_left).await?;
                 rest = &rest[listed..];
                 let changed = diff.push.len().max(diff.pull.len());
                 keys_left = keys_left.saturating_sub(changed.max(1));
-                let (sent, received, bytes) = self.repair(peer, diff).await?;
+                let (sent, received, bytes) = self.repair(peer, diff, ours).await?;
                 bytes_left = bytes_left.saturating_sub(bytes);
                 outcome.bytes += bytes as u64;
                 outcome.keys_sent += sent;
@@ -203,14 +207,14 @@ impl Exchanger {
         Ok(out)
     }
 
-    /// Lists a prefix of `segments` on both sides; returns how many were listed and
-    /// how their keys differ.
+    /// Lists a prefix of `segments` on both sides; returns how many were listed, how
+    /// their keys differ, and this node's clocks of the listed keys.
     async fn diff_segments(
         &self,
         peer: &Peer,
         segments: &[Place],
         max_keys: usize,
-    ) -> Result<(usize, KeyDiff)> {
+    ) -> Result<(usize, KeyDiff, Listed)> {
         let wire: Vec<(u16, u8)> = segments
             .iter()
             .map(|s| (s.partition.0, s.segment))
@@ -240,43 +244,46 @@ impl Exchanger {
                 .background(move || {
                     let mut all = Vec::new();
                     for place in places {
-                        all.extend(replica.segment_entries(place)?);
+                        all.extend(replica.segment_records(place)?);
                     }
                     Ok(all)
                 })
                 .await?
         };
-        Ok((count, diff_entries(&ours, &theirs)))
+        let entries: Vec<SegmentEntry> = ours
+            .iter()
+            .map(|(key, clock)| SegmentEntry {
+                key: key.clone(),
+                hash: key_hash(key, clock),
+            })
+            .collect();
+        let diff = diff_entries(&entries, &theirs);
+        Ok((count, diff, ours.into_iter().collect()))
     }
 
-    /// Pushes this node's records of `diff.push` and merges the peer's of `diff.pull`,
-    /// in calls of at most [`SYNC_KEYS_MAX`] keys and about [`SYNC_BYTES_MAX`] bytes.
-    /// Returns (keys sent, keys received, bytes moved).
-    async fn repair(&self, peer: &Peer, diff: KeyDiff) -> Result<(u64, u64, usize)> {
+    /// Pushes this node's records of `diff.push` (as `ours` listed them: a write since
+    /// then reaches the peer by replication or the next exchange) and merges the peer's
+    /// of `diff.pull`, in calls of at most [`SYNC_KEYS_MAX`] keys and about
+    /// [`SYNC_BYTES_MAX`] bytes. Returns (keys sent, keys received, bytes moved).
+    async fn repair(
+        &self,
+        peer: &Peer,
+        diff: KeyDiff,
+        mut ours: Listed,
+    ) -> Result<(u64, u64, usize)> {
         let (mut sent, mut received, mut bytes) = (0u64, 0u64, 0usize);
         let mut push = diff.push.into_iter().peekable();
         let mut pull = diff.pull.into_iter().peekable();
         while push.peek().is_some() || pull.peek().is_some() {
-            let keys: Vec<Vec<u8>> = push.by_ref().take(SYNC_KEYS_MAX).collect();
-            let records = {
-                let replica = self.replica.clone();
-                self.env
-                    .background(move || {
-                        let mut out = Vec::with_capacity(keys.len());
-                        let mut size = 0;
-                        for key in keys {
-                            if size >= SYNC_BYTES_MAX {
-                                break;
-                            }
-                            if let Some(clock) = replica.peek(&key)? {
-                                size += key.len() + clock.heap_bytes();
-                                out.push((key, clock));
-                            }
-                        }
-                        Ok(out)
-                    })
-                    .await?
-            };
+            let mut records = Vec::new();
+            let mut size = 0;
+            while records.len() < SYNC_KEYS_MAX && size < SYNC_BYTES_MAX {
+                let Some(key) = push.next() else { break };
+                if let Some(clock) = ours.remove(&key) {
+                    size += key.len() + clock.heap_bytes();
+                    records.push((key, clock));
+                }
+            }
             let wanted: Vec<Vec<u8>> = pull.by_ref().take(SYNC_KEYS_MAX).collect();
             sent += records.len() as u64;
             bytes += records

@@ -60,6 +60,20 @@ impl Replica {
         Ok(out)
     }
 
+    /// The keys stored in `segment` of `partition` with their clocks, in key order,
+    /// corrupt records left out as in [`Replica::segment_entries`]: an exchange lists
+    /// its own side with these and pushes the clocks it read, instead of reading every
+    /// differing key a second time.
+    pub fn segment_records(&self, place: Place) -> Result<Vec<(Vec<u8>, Clock)>> {
+        let mut out = Vec::new();
+        self.scan_records(&place.prefix(), |key, record| {
+            if let Ok(clock) = record {
+                out.push((key.to_vec(), clock));
+            }
+        })?;
+        Ok(out)
+    }
+
     /// Calls `f` with every record whose stored key starts with `prefix`, in key
     /// order, decoded (corrupt ones counted, and given as `Err`).
     fn scan_records(
