@@ -54,8 +54,12 @@ pub struct KeyDiff {
 
 /// Compares two listings of the same segments.
 pub fn diff_entries(ours: &[SegmentEntry], theirs: &[SegmentEntry]) -> KeyDiff {
+    diff_hashes(ours.iter().map(|e| (&e.key[..], e.hash)).collect(), theirs)
+}
+
+/// [`diff_entries`] with this node's side already as key -> hash.
+fn diff_hashes(ours_map: BTreeMap<&[u8], u64>, theirs: &[SegmentEntry]) -> KeyDiff {
     let theirs: BTreeMap<&[u8], u64> = theirs.iter().map(|e| (&e.key[..], e.hash)).collect();
-    let ours_map: BTreeMap<&[u8], u64> = ours.iter().map(|e| (&e.key[..], e.hash)).collect();
     let mut diff = KeyDiff::default();
     for (key, hash) in &ours_map {
         match theirs.get(key) {
@@ -250,15 +254,13 @@ impl Exchanger {
                 })
                 .await?
         };
-        let entries: Vec<SegmentEntry> = ours
+        let ours: Listed = ours.into_iter().collect();
+        let hashes = ours
             .iter()
-            .map(|(key, clock)| SegmentEntry {
-                key: key.clone(),
-                hash: key_hash(key, clock),
-            })
+            .map(|(key, clock)| (&key[..], key_hash(key, clock)))
             .collect();
-        let diff = diff_entries(&entries, &theirs);
-        Ok((count, diff, ours.into_iter().collect()))
+        let diff = diff_hashes(hashes, &theirs);
+        Ok((count, diff, ours))
     }
 
     /// Pushes this node's records of `diff.push` (as `ours` listed them: a write since

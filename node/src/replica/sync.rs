@@ -48,16 +48,14 @@ impl Replica {
     /// partition for a rebuild. (Marking it here would keep it dirty, and out of every
     /// exchange, for as long as the record stays corrupt.)
     pub fn segment_entries(&self, place: Place) -> Result<Vec<SegmentEntry>> {
-        let mut out = Vec::new();
-        self.scan_records(&place.prefix(), |key, record| {
-            if let Ok(clock) = record {
-                out.push(SegmentEntry {
-                    key: key.to_vec(),
-                    hash: key_hash(key, &clock),
-                });
-            }
-        })?;
-        Ok(out)
+        Ok(self
+            .segment_records(place)?
+            .into_iter()
+            .map(|(key, clock)| SegmentEntry {
+                hash: key_hash(&key, &clock),
+                key,
+            })
+            .collect())
     }
 
     /// The keys stored in `segment` of `partition` with their clocks, in key order,
