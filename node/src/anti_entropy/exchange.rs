@@ -242,24 +242,25 @@ impl Exchanger {
             return Err(Self::unexpected(peer, "segment_keys"));
         }
         let count = listed.len();
-        let ours = {
-            let (replica, places) = (self.replica.clone(), segments[..count].to_vec());
-            self.env
-                .background(move || {
-                    let mut all = Vec::new();
-                    for place in places {
-                        all.extend(replica.segment_records(place)?);
-                    }
-                    Ok(all)
-                })
-                .await?
-        };
-        let ours: Listed = ours.into_iter().collect();
-        let hashes = ours
-            .iter()
-            .map(|(key, clock)| (&key[..], key_hash(key, clock)))
-            .collect();
-        let diff = diff_hashes(hashes, &theirs);
+        // Listing this side and comparing run on the background thread: for a wiped
+        // peer that is thousands of keys, which would hold up a foreground worker.
+        let (replica, places) = (self.replica.clone(), segments[..count].to_vec());
+        let (diff, ours) = self
+            .env
+            .background(move || {
+                let ours: Listed = replica
+                    .segments_records(&places, usize::MAX)?
+                    .1
+                    .into_iter()
+                    .collect();
+                let hashes = ours
+                    .iter()
+                    .map(|(key, clock)| (&key[..], key_hash(key, clock)))
+                    .collect();
+                let diff = diff_hashes(hashes, &theirs);
+                Ok((diff, ours))
+            })
+            .await?;
         Ok((count, diff, ours))
     }
 
@@ -304,6 +305,7 @@ impl Exchanger {
             else {
                 return Err(Self::unexpected(peer, "sync"));
             };
+            let wanted: std::collections::BTreeSet<Vec<u8>> = wanted.into_iter().collect();
             if theirs.iter().any(|(k, _)| !wanted.contains(k)) {
                 return Err(Self::unexpected(peer, "sync"));
             }

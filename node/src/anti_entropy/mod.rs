@@ -12,9 +12,11 @@
 //! home replica of.
 //!
 //! Bounds: an exchange repairs at most [`Budget`] keys and bytes; when one stops at its
-//! bound, the next round starts after a pause as long as the round took (at most half
-//! the time goes to repair, so foreground requests keep their latency) instead of
-//! after a whole interval, so a wiped replica refills at a steady pace.
+//! bound (or repaired many keys: other peers may be refilling the same replica), the
+//! next round starts after a pause as long as the round took (at most half the time
+//! goes to repair, so foreground requests keep their latency) instead of after a whole
+//! interval, so a wiped replica refills at a steady pace. Catch-up rounds skip the
+//! scrub and tombstone GC, which can wait for the interval.
 //!
 //! Caveats: rounds run one peer at a time; an exchange compares one snapshot of each
 //! side, so a write in flight can show as a difference and be repaired needlessly
@@ -54,6 +56,9 @@ pub const SYNC_BYTES_MAX: usize = 4 * 1024 * 1024;
 const SCRUB_PARTITIONS_PER_ROUND: usize = 4;
 /// Tombstones one GC pass looks at per partition.
 const GC_TOMBSTONES_PER_PARTITION: usize = 256;
+/// Keys an exchange must repair for the next round to follow at once, as when it
+/// stops at its budget: a replica being refilled by several peers at once.
+const CATCH_UP_KEYS_MIN: u64 = SYNC_KEYS_MAX as u64;
 /// Shortest pause between rounds while differences remain.
 const CATCH_UP_PAUSE_MIN: Duration = Duration::from_millis(10);
 
@@ -160,10 +165,11 @@ struct Round {
 }
 
 impl Round {
-    /// Runs one round (scrubbing only on the rounds the interval starts, not on the
-    /// catch-up rounds between); true when some exchange stopped at its budget.
-    async fn run(&mut self, scrub: bool) -> bool {
-        self.rebuild(scrub).await;
+    /// Runs one round (scrubbing and collecting tombstones only on the rounds the
+    /// interval starts, `full`, not on the catch-up rounds between); true when another
+    /// should follow at once (see the module's bounds).
+    async fn run(&mut self, full: bool) -> bool {
+        self.rebuild(full).await;
         let view = self.cluster.view();
         let n = self.options.n;
         // The partitions this node is a home replica of, with their other homes.
@@ -195,7 +201,10 @@ impl Round {
             let now_ms = self.exchanger.env.now_ms();
             match &result {
                 Ok(o) => {
-                    more |= o.more;
+                    // Also when the budget was not spent but much was repaired: other
+                    // peers may be repairing the rest meanwhile, and the next round
+                    // finds out soon. (A few keys are writes in flight.)
+                    more |= o.more || o.keys_sent + o.keys_received >= CATCH_UP_KEYS_MIN;
                     metrics::ae_repaired(o.segments_differing, o.keys_sent, o.keys_received);
                     if o.keys_sent + o.keys_received > 0 {
                         tracing::debug!(peer = %id, ?o, "anti-entropy repaired keys");
@@ -220,7 +229,9 @@ impl Round {
             });
         }
         self.cursor = ((self.cursor as usize + LEAVES_PARTITIONS_MAX) % PARTITIONS) as u16;
-        self.collect_tombstones(&primary).await;
+        if full {
+            self.collect_tombstones(&primary).await;
+        }
         self.board.update(|s| s.rounds += 1);
         more
     }
@@ -257,8 +268,23 @@ impl Round {
     }
 
     async fn collect_tombstones(&mut self, primary: &[Partition]) {
+        // Most partitions hold no tombstone: one look at all of them, not a call each.
+        let replica = self.exchanger.replica.clone();
+        let partitions = primary.to_vec();
+        let primary = match self
+            .exchanger
+            .env
+            .background(move || replica.partitions_with_tombstones(&partitions))
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "tombstone GC could not list partitions");
+                return;
+            }
+        };
         let mut purged = 0;
-        for partition in primary {
+        for partition in &primary {
             match gc::collect(
                 &self.exchanger,
                 &self.cluster,

@@ -9,6 +9,7 @@ use crate::handoff::HintStore;
 use crate::metrics;
 use crate::net::PeerResponse;
 use crate::replica::layout::Place;
+use crate::replica::tree::key_hash;
 use crate::replica::{Replica, SegmentEntry};
 use crate::version::Clock;
 
@@ -58,22 +59,25 @@ pub fn segment_keys(
 ) -> Result<PeerResponse> {
     bounded(segments, PARTITIONS * 256, "segments")?;
     let max_keys = (max_keys as usize).min(SEGMENT_KEYS_MAX);
-    let mut listed = Vec::new();
-    let mut entries = Vec::new();
-    for (p, segment) in segments {
-        let place = Place {
-            partition: partition(*p)?,
-            segment: *segment,
-        };
-        let found = replica.segment_entries(place)?;
-        if !listed.is_empty() && entries.len() + found.len() > max_keys {
-            break;
-        }
-        listed.push((*p, *segment));
-        entries.extend(found);
-    }
+    let places = segments
+        .iter()
+        .map(|(p, segment)| {
+            Ok(Place {
+                partition: partition(*p)?,
+                segment: *segment,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (listed, records) = replica.segments_records(&places, max_keys)?;
+    let entries = records
+        .into_iter()
+        .map(|(key, clock)| SegmentEntry {
+            hash: key_hash(&key, &clock),
+            key,
+        })
+        .collect();
     Ok(PeerResponse::SegmentKeys {
-        segments: listed,
+        segments: segments[..listed].to_vec(),
         entries,
     })
 }
@@ -112,9 +116,7 @@ pub fn tombstone_check(
         // key: one that is no longer a home may keep an older value until its cleanup,
         // and would bring it back if it became a home again.
         let same = match replica.peek(&entry.key)? {
-            Some(c) => {
-                c.is_tombstoned() && crate::replica::tree::key_hash(&entry.key, &c) == entry.hash
-            }
+            Some(c) => c.is_tombstoned() && key_hash(&entry.key, &c) == entry.hash,
             None => !home,
         };
         out.push(same && !hints.holds_key(&entry.key)?);

@@ -47,6 +47,11 @@ use tree::{Tree, key_hash};
 
 /// Lock stripes for per-key read-modify-write; a power of two.
 const LOCK_STRIPES: usize = 1024;
+/// Most keys one storage batch of [`Replica::merge_many`] folds in. A batch holds the
+/// lock stripes of all its keys until it is written, and runs on the low-priority
+/// background thread, which the foreground can preempt: small batches keep the reads
+/// and writes that wait on those stripes (a few percent of keys) waiting briefly.
+pub const MERGE_BATCH_KEYS: usize = 32;
 /// The storage layout of the data directory ([`layout::LAYOUT_VERSION`]).
 const META_LAYOUT: &[u8] = b"layout";
 /// Present once the hash trees cover every record (written with the layout of a new
@@ -130,10 +135,17 @@ impl Replica {
         }
         // Fill under the stripe: a write must not slip between the store read and the
         // fill, or the cache would keep the version that write replaced. (A reader that
-        // raced this one may have filled it meanwhile; filling again is harmless.)
-        let _guard = self.lock(key);
+        // raced this one may have filled it meanwhile; filling again is harmless.) While
+        // a writer holds the stripe, read without it and leave the cache alone: the
+        // read sees the record before or after that write, and does not wait for a
+        // batch on the low-priority background thread, which may be preempted.
+        let guard = match self.stripes[stripe_of(key)].try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
         let current = self.read_record(key)?;
-        if let Ok(Some((clock, actor))) = &current {
+        if let (Some(_), Ok(Some((clock, actor)))) = (&guard, &current) {
             self.cache.fill(key, clock, *actor);
         }
         Ok(current.unwrap_or(None).map(|(clock, _)| clock))
@@ -294,10 +306,20 @@ impl Replica {
         written
     }
 
-    /// Folds many replicas' clocks in at once (anti-entropy's repair): the same as
-    /// [`Replica::merge`] on each, written in one storage batch. Returns how many keys
-    /// changed here.
+    /// Folds many replicas' clocks in (anti-entropy's repair): the same as
+    /// [`Replica::merge`] on each, written in storage batches of at most
+    /// [`MERGE_BATCH_KEYS`] keys. Returns how many keys changed here.
     pub fn merge_many(&self, incoming: &[(Vec<u8>, Clock)], sync: bool) -> Result<usize> {
+        let mut changed = 0;
+        for chunk in incoming.chunks(MERGE_BATCH_KEYS) {
+            changed += self.merge_batch(chunk, sync)?;
+        }
+        Ok(changed)
+    }
+
+    /// [`Replica::merge_many`] in one storage batch, under the lock stripes of all the
+    /// keys at once.
+    fn merge_batch(&self, incoming: &[(Vec<u8>, Clock)], sync: bool) -> Result<usize> {
         // Stripes, then partitions, in ascending order: no other path holds two.
         let mut stripes: Vec<usize> = incoming.iter().map(|(k, _)| stripe_of(k)).collect();
         stripes.sort_unstable();
@@ -623,6 +645,12 @@ mod tests {
         assert!(one.get(b"k3").unwrap().unwrap().is_tombstoned());
         assert_eq!(tombstones(&one), tombstones(&many));
         assert_eq!(tombstones(&many).len(), 1);
+        let all: Vec<_> = ringkv_ring::Partition::all().collect();
+        assert_eq!(
+            many.partitions_with_tombstones(&all).unwrap(),
+            vec![layout::Place::of(b"k3").partition],
+            "only the partition of the deleted key holds a tombstone"
+        );
     }
 
     #[test]
@@ -671,6 +699,57 @@ mod tests {
             r.tree_leaves(place.partition).unwrap()[place.segment as usize],
             expected
         );
+    }
+
+    #[test]
+    fn a_listing_of_many_segments_stops_between_whole_segments() {
+        // Listing several segments at once gives what listing each alone gives, in the
+        // same order, and a bound on records cuts it after the last whole segment that
+        // fits, never inside one and never before the first.
+        let r = replica(8);
+        for i in 0..30_000u64 {
+            let key = format!("key{i}").into_bytes();
+            r.client_write(&key, &VersionVector::empty(), i, b"v")
+                .unwrap();
+        }
+        let partition = ringkv_ring::Partition(7);
+        let places: Vec<layout::Place> = (0..layout::SEGMENTS)
+            .map(|segment| layout::Place {
+                partition,
+                segment: segment as u8,
+            })
+            .collect();
+        let alone: Vec<Vec<(Vec<u8>, Clock)>> = places
+            .iter()
+            .map(|p| r.segment_records(*p).unwrap())
+            .collect();
+        let all: Vec<_> = alone.iter().flatten().cloned().collect();
+        assert!(
+            all.len() > 2,
+            "the partition holds keys in several segments"
+        );
+        assert_eq!(
+            r.segments_records(&places, usize::MAX).unwrap(),
+            (places.len(), all.clone())
+        );
+        let first = alone.iter().position(|s| !s.is_empty()).unwrap();
+        for max_keys in [0, 1, all.len() / 2, all.len() - 1] {
+            let (listed, records) = r.segments_records(&places, max_keys).unwrap();
+            let whole: usize = alone[..listed].iter().map(Vec::len).sum();
+            assert_eq!(records, all[..whole], "max {max_keys}");
+            assert!(
+                listed > first,
+                "the first segment with keys is always listed"
+            );
+            assert!(
+                whole <= max_keys || alone[first + 1..listed].iter().all(Vec::is_empty),
+                "only the first segment with keys may pass the bound (max {max_keys})"
+            );
+            assert!(
+                whole + alone[listed].len() > max_keys,
+                "the next segment would not fit (max {max_keys})"
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,9 @@ use crate::version::{Clock, SegmentEntry};
 /// Records read per scan call.
 const SCAN_BATCH_KEYS: usize = 1024;
 
+/// Keys with their clocks, in key order.
+pub type KeyClocks = Vec<(Vec<u8>, Clock)>;
+
 /// What a rebuild found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TreeRebuild {
@@ -59,17 +62,60 @@ impl Replica {
     }
 
     /// The keys stored in `segment` of `partition` with their clocks, in key order,
-    /// corrupt records left out as in [`Replica::segment_entries`]: an exchange lists
-    /// its own side with these and pushes the clocks it read, instead of reading every
-    /// differing key a second time.
+    /// corrupt records left out as in [`Replica::segment_entries`].
     pub fn segment_records(&self, place: Place) -> Result<Vec<(Vec<u8>, Clock)>> {
-        let mut out = Vec::new();
-        self.scan_records(&place.prefix(), |key, record| {
-            if let Ok(clock) = record {
-                out.push((key.to_vec(), clock));
+        Ok(self.segments_records(&[place], usize::MAX)?.1)
+    }
+
+    /// The records of `places`, segment after segment, as many whole segments as fit
+    /// in `max_keys` records (always at least one with records): how many of `places`
+    /// were listed,
+    /// and their keys with their clocks (corrupt records left out as in
+    /// [`Replica::segment_entries`]). An exchange lists its own side with this and
+    /// pushes the clocks it read, instead of reading every differing key a second
+    /// time; places in ascending order are read in one pass.
+    pub fn segments_records(
+        &self,
+        places: &[Place],
+        max_keys: usize,
+    ) -> Result<(usize, KeyClocks)> {
+        let prefixes: Vec<[u8; layout::PREFIX_BYTES]> = places.iter().map(|p| p.prefix()).collect();
+        let prefixes: Vec<&[u8]> = prefixes.iter().map(|p| &p[..]).collect();
+        let mut listed = places.len();
+        let (mut out, mut current) = (Vec::new(), Vec::new());
+        let mut segment = 0;
+        // A segment joins `out` once it is known whole: when a record of a later one
+        // shows up, or the scan ends.
+        let fits = |out: &mut Vec<_>, current: &mut Vec<_>| {
+            let fits = out.is_empty() || out.len() + current.len() <= max_keys;
+            if fits {
+                out.append(current);
             }
-        })?;
-        Ok(out)
+            fits
+        };
+        let mut stopped = false;
+        self.backend
+            .scan_prefixes(Cf::Data, &prefixes, &mut |i, stored_key, bytes| {
+                if i != segment {
+                    if !fits(&mut out, &mut current) {
+                        (listed, stopped) = (segment, true);
+                        return false;
+                    }
+                    segment = i;
+                }
+                let Some(key) = layout::user_key(stored_key) else {
+                    return true;
+                };
+                match record::decode(bytes) {
+                    Ok(clock) => current.push((key.to_vec(), clock)),
+                    Err(_) => metrics::corrupt_record(),
+                }
+                true
+            })?;
+        if !stopped && !fits(&mut out, &mut current) {
+            listed = segment;
+        }
+        Ok((listed, out))
     }
 
     /// Calls `f` with every record whose stored key starts with `prefix`, in key
@@ -140,6 +186,23 @@ impl Replica {
                 }),
                 Err(()) => {}
                 Ok(_) => self.backend.delete(Cf::Tombstones, &stored_key, false)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Those of `partitions` that hold any tombstone, for tombstone GC to skip the rest
+    /// in one call instead of one per partition.
+    pub fn partitions_with_tombstones(&self, partitions: &[Partition]) -> Result<Vec<Partition>> {
+        let mut out = Vec::new();
+        for partition in partitions {
+            let prefix = layout::partition_prefix(*partition);
+            if !self
+                .backend
+                .scan_prefix(Cf::Tombstones, &prefix, &prefix, 1)?
+                .is_empty()
+            {
+                out.push(*partition);
             }
         }
         Ok(out)

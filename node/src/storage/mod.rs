@@ -134,6 +134,14 @@ pub fn read_u64(stored: Option<&[u8]>) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
+/// What [`Backend::scan_prefixes`] calls per record: (prefix index, key, value); false
+/// stops the scan.
+pub type PrefixVisitor<'a> = &'a mut dyn FnMut(usize, &[u8], &[u8]) -> bool;
+
+/// Records [`Backend::scan_prefixes`] reads per [`Backend::scan_prefix`] call where a
+/// backend has nothing better.
+const SCAN_PREFIXES_BATCH: usize = 1024;
+
 /// A raw ordered key-value store with column families.
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -160,6 +168,31 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Calls `visit(i, key, value)` for every record whose key starts with
+    /// `prefixes[i]`, prefix after prefix and in key order within each, until `visit`
+    /// returns false. Prefixes in ascending order, none a prefix of another, are read
+    /// in one pass (what anti-entropy lists: many small segments of a partition).
+    fn scan_prefixes(&self, cf: Cf, prefixes: &[&[u8]], visit: PrefixVisitor<'_>) -> Result<()> {
+        for (i, prefix) in prefixes.iter().enumerate() {
+            let mut start = prefix.to_vec();
+            loop {
+                let records = self.scan_prefix(cf, prefix, &start, SCAN_PREFIXES_BATCH)?;
+                for (key, value) in &records {
+                    if !visit(i, key, value) {
+                        return Ok(());
+                    }
+                }
+                match records.last() {
+                    Some((last, _)) if records.len() == SCAN_PREFIXES_BATCH => {
+                        start = last.clone();
+                        start.push(0);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    }
     /// Makes everything written so far durable (memtables and WAL to disk).
     fn flush(&self) -> Result<()>;
     /// Makes everything written so far survive a power cut, at the cost of one fsync of
