@@ -22,10 +22,12 @@
 //! runs with `--hinted-handoff false`.
 //!
 //! A read asks the local replica (when it is one) and only as many other live home
-//! replicas as `r` still needs, in preference-list order; when one fails, or none
-//! answers within 25 ms, it asks the next (a speculative read, as Cassandra's
-//! speculative retry). Asking all N would cost a peer call per extra replica on every
-//! read, the main cost of a read on a small cluster (docs/benchmarks.md).
+//! replicas as `r` still needs, in preference-list order unless one has been clearly
+//! slower than another lately ([`latency`], as Cassandra's dynamic snitch); when one
+//! fails, or none answers within 25 ms, it asks the next (a speculative read, as
+//! Cassandra's speculative retry). Asking all N would cost a peer call per extra
+//! replica on every read, the main cost of a read on a small cluster
+//! (docs/benchmarks.md).
 //!
 //! Read repair: once a read has its `r` replies, a background task waits briefly for
 //! the other replicas it asked and sends the merged version to every one that answered
@@ -42,11 +44,13 @@
 //! skipped is repaired by reads that ask it (`r = n`, or a speculative read), by
 //! hinted handoff, or by anti-entropy.
 //!
-//! Layout: [`read`] (the read path), [`write`] (coordinating a write), [`forward`]
+//! Layout: [`read`] (the read path), [`latency`] (which replicas it asks first),
+//! [`write`] (coordinating a write), [`forward`]
 //! (to a home replica), [`peer`] (what other nodes' calls do here), [`quorum`] (the
 //! pure tracker); read repair is [`crate::repair`].
 
 mod forward;
+mod latency;
 mod peer;
 pub mod quorum;
 mod read;
@@ -139,6 +143,8 @@ pub struct Coordinator {
     env: Env,
     /// Repairs the replicas a read found stale, in the background.
     repair: ReadRepair,
+    /// Which replicas reads ask first.
+    read_latencies: Arc<latency::ReadLatencies>,
 }
 
 /// How long the admin view waits for each replica.
@@ -169,6 +175,7 @@ impl Coordinator {
             hints,
             hinted_handoff,
             env,
+            read_latencies: Arc::default(),
         }
     }
 
@@ -180,12 +187,12 @@ impl Coordinator {
         &self.node_id
     }
 
-    /// Members currently alive, this node included.
     /// The local replica's record cache counters.
     pub fn record_cache_stats(&self) -> crate::replica::CacheStats {
         self.replica.cache_stats()
     }
 
+    /// Members currently alive, this node included.
     pub fn members_alive(&self) -> usize {
         self.cluster.view().members_alive()
     }

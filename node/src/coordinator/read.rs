@@ -48,22 +48,24 @@ impl Coordinator {
         if tracker.progress() == Progress::Done {
             return Ok(merge_answers(&answers));
         }
-        // Ask only as many replicas as the quorum still needs, in preference-list
-        // order; ask the next one when one fails, or when none has answered within
-        // SPECULATIVE_READ_AFTER (a slow or paused replica costs that much, not the
-        // whole timeout).
-        let remote: Vec<&Peer> = live.iter().filter(|p| !p.local).collect();
+        // Ask only as many replicas as the quorum still needs, the quick ones first
+        // (see [`super::latency`]); ask the next one when one fails, or when none has
+        // answered within SPECULATIVE_READ_AFTER (a slow or paused replica costs that
+        // much, not the whole timeout).
+        let needed = options.r.saturating_sub(answers.len());
+        let candidates: Vec<&Peer> = live.iter().filter(|p| !p.local).collect();
+        let ids: Vec<&str> = candidates.iter().map(|p| p.id.as_str()).collect();
+        let plan = self.read_latencies.plan(&ids, needed, Instant::now());
+        let remote: Vec<&Peer> = plan.order.iter().map(|i| candidates[*i]).collect();
         let (tx, mut replies) = mpsc::channel(remote.len().max(1));
         let mut asked = 0;
         let ask = |asked: &mut usize, tx: &mpsc::Sender<(String, Result<PeerResponse>)>| {
             if let Some(peer) = remote.get(*asked) {
-                let request = PeerRequest::Read { key: key.to_vec() };
-                self.spawn_call(peer, request, deadline, peer.id.clone(), tx);
+                self.spawn_read(peer, key, deadline, tx);
                 *asked += 1;
             }
         };
-        let needed = options.r.saturating_sub(answers.len());
-        while asked < needed.min(remote.len()) {
+        while asked < plan.ask.min(remote.len()) {
             ask(&mut asked, &tx);
         }
         let mut speculate_at = Instant::now() + SPECULATIVE_READ_AFTER;
@@ -75,8 +77,14 @@ impl Coordinator {
                     let expected = tracker.reachable() - (remote.len() - asked);
                     drop(tx);
                     // The usual case: every replica asked has answered, all alike.
-                    let repair_needed = answers.len() < expected
-                        || answers.iter().any(|(_, clock)| *clock != merged);
+                    let mut stale = false;
+                    for (peer, clock) in &answers {
+                        stale |= *clock != merged;
+                        if clock.is_none() && merged.is_some() && *peer != self.node_id {
+                            self.read_latencies.missing(peer, Instant::now());
+                        }
+                    }
+                    let repair_needed = answers.len() < expected || stale;
                     if repair_needed {
                         self.repair.spawn(key, live, answers, expected, replies);
                     }
@@ -115,5 +123,27 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// Reads `key` from `peer` in a task of its own, sends `(peer, outcome)` on `tx`
+    /// and feeds the call's latency to [`super::latency`].
+    fn spawn_read(
+        &self,
+        peer: &Peer,
+        key: &[u8],
+        deadline: Instant,
+        tx: &mpsc::Sender<(String, Result<PeerResponse>)>,
+    ) {
+        let (tx, client, addr) = (tx.clone(), self.peers.clone(), peer.cluster);
+        let (id, latencies) = (peer.id.clone(), self.read_latencies.clone());
+        let request = PeerRequest::Read { key: key.to_vec() };
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let outcome = client.call(addr, request, timeout).await;
+            let ok = matches!(outcome, Ok(PeerResponse::Read(_)));
+            latencies.record(&id, started.elapsed(), ok, Instant::now());
+            let _ = tx.send((id, outcome)).await;
+        });
     }
 }
