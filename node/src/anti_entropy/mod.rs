@@ -13,9 +13,9 @@
 //!
 //! Bounds: an exchange repairs at most [`Budget`] keys and bytes; when one stops at its
 //! bound (or repaired many keys: other peers may be refilling the same replica), the
-//! next round starts after a pause as long as the round took (at most half the time
-//! goes to repair, so foreground requests keep their latency) instead of after a whole
-//! interval, so a wiped replica refills at a steady pace. Catch-up rounds skip the
+//! next round starts after a pause twice as long as the round took (at most a third
+//! of the time goes to repair, so foreground requests keep their latency) instead of
+//! after a whole interval, so a wiped replica refills at a steady pace. Catch-up rounds skip the
 //! scrub and tombstone GC, which can wait for the interval.
 //!
 //! Caveats: rounds run one peer at a time; an exchange compares one snapshot of each
@@ -144,7 +144,7 @@ pub fn spawn(
             let more = round.run(!catching_up).await;
             catching_up = more;
             pause = if more {
-                started.elapsed().clamp(CATCH_UP_PAUSE_MIN, interval)
+                (started.elapsed() * 2).clamp(CATCH_UP_PAUSE_MIN, interval)
             } else {
                 interval
             };
