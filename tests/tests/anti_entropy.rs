@@ -381,3 +381,238 @@ async fn read_p99(
     }
     ringkv_tests::http::readers_p99_ms(readers).await
 }
+
+/// The cost of anti-entropy grows with the difference, not with the data: for each
+/// size (`RINGKV_EXCHANGE_KEYS`, default 10,000, 100,000 and 1,000,000 keys of 100 B
+/// on two replicas, N=2), the CPU time of both nodes and the TCP bytes between them
+/// per exchange while they agree, then for the exchanges that repair 1% of the keys
+/// (n2 killed, 1% of the keys overwritten at `w=1`, n2 back). Printed, not asserted.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: cargo test --release -p ringkv-tests --test anti_entropy -- --ignored exchange_cost --nocapture"]
+async fn exchange_cost() {
+    let sizes: Vec<usize> = std::env::var("RINGKV_EXCHANGE_KEYS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 100_000, 1_000_000]);
+    let interval = Duration::from_secs(1);
+    for keys in sizes {
+        let mut cluster = TestCluster::start(2, (2, 1, 2), |o| {
+            o.flag("--hinted-handoff", "false")
+                .flag("--anti-entropy-interval", "1s")
+        })
+        .await
+        .expect("starting 2 nodes");
+        let apis: Vec<Api> = (1..=2).map(|i| cluster.node(i).api()).collect();
+        let started = Instant::now();
+        load(&apis, keys, 0, "w=2").await;
+        eprintln!(
+            "exchange_cost: loaded {keys} keys in {:?}",
+            started.elapsed()
+        );
+        wait_agreed(&apis, 2).await;
+
+        let before = Usage::now(&mut cluster, &apis).await;
+        tokio::time::sleep(10 * interval).await;
+        let agreeing = Usage::now(&mut cluster, &apis).await.since(&before);
+        eprintln!(
+            "exchange_cost: {keys} keys, agreeing: {}",
+            agreeing.per_exchange()
+        );
+
+        cluster.node(2).kill9().expect("kill -9 n2");
+        let changed = keys / 100;
+        load(&apis[..1], changed, 1, "w=1").await;
+        cluster.node(2).restart().await.expect("restart n2");
+        cluster
+            .wait_members_alive(2, Duration::from_secs(30))
+            .await
+            .expect("n2 back");
+        let before = Usage::now(&mut cluster, &apis).await;
+        wait_agreed(&apis, 1).await;
+        let repairing = Usage::now(&mut cluster, &apis).await.since(&before);
+        eprintln!(
+            "exchange_cost: {keys} keys, {changed} differing: {}; {} keys repaired",
+            repairing.per_exchange(),
+            repairing.keys_repaired
+        );
+    }
+}
+
+/// Writes keys `0..keys` of the refill set (value byte `version`) through `apis`.
+async fn load(apis: &[Api], keys: usize, version: u8, query: &'static str) {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..64)
+        .map(|w| {
+            let (api, next) = (apis[w % apis.len()].clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= keys {
+                        return;
+                    }
+                    api.put_with(&refill_key(i), vec![b'a' + version; 100], None, query)
+                        .await
+                        .assert_status(204);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+}
+
+/// Waits until `rounds_after` more rounds of each node found nothing differing.
+async fn wait_agreed(apis: &[Api], rounds_after: u64) {
+    let deadline = Instant::now() + PHASE_WITHIN;
+    let mut first: Vec<Option<u64>> = vec![None; apis.len()];
+    loop {
+        let mut done = true;
+        for (i, api) in apis.iter().enumerate() {
+            let ae = api.cluster().await.anti_entropy;
+            let agreed = !ae.peers.is_empty()
+                && ae
+                    .peers
+                    .values()
+                    .all(|p| p.partitions_differing == 0 && p.last_result == "ok");
+            if !agreed {
+                first[i] = None;
+            }
+            let since = *first[i].get_or_insert(ae.rounds);
+            done &= agreed && ae.rounds >= since + rounds_after;
+        }
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas did not agree within {PHASE_WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Counters of the nodes at one moment: CPU (both nodes), TCP bytes on their peer
+/// connections (both directions), anti-entropy rounds and keys repaired.
+struct Usage {
+    at: Instant,
+    cpu_s: f64,
+    tcp: std::collections::BTreeMap<(String, String), u64>,
+    rounds: u64,
+    keys_repaired: u64,
+}
+
+/// What happened between two [`Usage`]s.
+struct UsageDelta {
+    elapsed: Duration,
+    cpu_s: f64,
+    tcp_bytes: u64,
+    exchanges: u64,
+    keys_repaired: u64,
+}
+
+impl Usage {
+    async fn now(cluster: &mut TestCluster, apis: &[Api]) -> Self {
+        let (mut rounds, mut keys_repaired) = (0, 0);
+        for api in apis {
+            let ae = api.cluster().await.anti_entropy;
+            rounds += ae.rounds;
+            keys_repaired += ae.keys_repaired;
+        }
+        let ticks: f64 = String::from_utf8(
+            std::process::Command::new("getconf")
+                .arg("CLK_TCK")
+                .output()
+                .expect("getconf CLK_TCK")
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+        let mut cpu_s = 0.0;
+        let mut ports = Vec::new();
+        for i in 1..=apis.len() {
+            let node = cluster.node(i);
+            ports.push(node.cluster_addr().port());
+            let pid = node.pid().expect("node running");
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            // Fields after the command's closing parenthesis: utime and stime are 14 and 15.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .collect();
+            let used: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+            cpu_s += used / ticks;
+        }
+        Self {
+            at: Instant::now(),
+            cpu_s,
+            tcp: peer_tcp_bytes(&ports),
+            rounds,
+            keys_repaired,
+        }
+    }
+
+    fn since(&self, before: &Usage) -> UsageDelta {
+        let tcp_bytes = self
+            .tcp
+            .iter()
+            .map(|(socket, bytes)| bytes - before.tcp.get(socket).copied().unwrap_or(0).min(*bytes))
+            .sum();
+        UsageDelta {
+            elapsed: self.at - before.at,
+            cpu_s: self.cpu_s - before.cpu_s,
+            tcp_bytes,
+            exchanges: self.rounds - before.rounds,
+            keys_repaired: self.keys_repaired - before.keys_repaired,
+        }
+    }
+}
+
+impl UsageDelta {
+    fn per_exchange(&self) -> String {
+        let n = self.exchanges.max(1) as f64;
+        format!(
+            "{} exchanges in {:.1?}: {:.2} ms CPU (both nodes, all work) and {:.0} TCP bytes per exchange",
+            self.exchanges,
+            self.elapsed,
+            self.cpu_s * 1000.0 / n,
+            self.tcp_bytes as f64 / n
+        )
+    }
+}
+
+/// Bytes received on every established TCP socket with an end on one of `ports`,
+/// by (local, peer) address, from `ss`: each byte between the nodes is counted once.
+fn peer_tcp_bytes(ports: &[u16]) -> std::collections::BTreeMap<(String, String), u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-tinH", "state", "established"])
+        .output()
+        .expect("ss (iproute2) is needed to count peer bytes");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let on_port = |addr: &str| {
+        addr.rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_some_and(|p| ports.contains(&p))
+    };
+    let mut bytes = std::collections::BTreeMap::new();
+    let mut socket: Option<(String, String)> = None;
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            socket = (cols.len() >= 4 && (on_port(cols[2]) || on_port(cols[3])))
+                .then(|| (cols[2].to_owned(), cols[3].to_owned()));
+        } else if let Some(s) = socket.take() {
+            let received = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("bytes_received:"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            bytes.insert(s, received);
+        }
+    }
+    bytes
+}
