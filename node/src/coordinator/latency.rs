@@ -170,19 +170,34 @@ mod tests {
         latencies
     }
 
+    fn expected(order: &[usize], ask: usize) -> ReadPlan {
+        ReadPlan {
+            order: order.to_vec(),
+            ask,
+        }
+    }
+
+    /// Answers n2's and n3's probes in 1 ms, one probe interval apart, until reads ask
+    /// n2 first again; returns how many rounds of probes that took, at most `max`.
+    fn probes_until_n2_is_first(latencies: &ReadLatencies, now: &mut Instant, max: u32) -> u32 {
+        let mut probes = 0;
+        while latencies.plan(&["n2", "n3"], 1, *now).order[0] != 0 {
+            probes += 1;
+            assert!(probes < max, "n2 never came back");
+            latencies.record("n2", MS, true, *now);
+            latencies.record("n3", MS, true, *now);
+            *now += PROBE_AFTER;
+        }
+        probes
+    }
+
     #[test]
     fn alike_replicas_are_asked_in_preference_order() {
         // Within the tolerance, the preference list decides, so one key's reads stay on one replica.
         let now = Instant::now();
         let latencies = sampled(&[("n2", MS), ("n3", MS * 3 / 4)], now);
         let plan = latencies.plan(&["n2", "n3"], 1, now);
-        assert_eq!(
-            plan,
-            ReadPlan {
-                order: vec![0, 1],
-                ask: 1
-            }
-        );
+        assert_eq!(plan, expected(&[0, 1], 1));
     }
 
     #[test]
@@ -191,13 +206,7 @@ mod tests {
         let now = Instant::now();
         let latencies = sampled(&[("n2", MS * 4), ("n3", MS * 3), ("n4", MS)], now);
         let plan = latencies.plan(&["n2", "n3", "n4"], 2, now);
-        assert_eq!(
-            plan,
-            ReadPlan {
-                order: vec![2, 0, 1],
-                ask: 2
-            }
-        );
+        assert_eq!(plan, expected(&[2, 0, 1], 2));
     }
 
     #[test]
@@ -217,21 +226,9 @@ mod tests {
         let later = start + PROBE_AFTER;
         latencies.record("n3", MS, true, later);
         let plan = latencies.plan(&["n2", "n3"], 1, later);
-        assert_eq!(
-            plan,
-            ReadPlan {
-                order: vec![1, 0],
-                ask: 2
-            }
-        );
+        assert_eq!(plan, expected(&[1, 0], 2));
         let next = latencies.plan(&["n2", "n3"], 1, later);
-        assert_eq!(
-            next,
-            ReadPlan {
-                order: vec![1, 0],
-                ask: 1
-            }
-        );
+        assert_eq!(next, expected(&[1, 0], 1));
     }
 
     #[test]
@@ -239,14 +236,7 @@ mod tests {
         // Fast replies to probes pull the average down until the preference list decides again.
         let mut now = Instant::now();
         let latencies = sampled(&[("n2", MS * 5), ("n3", MS)], now);
-        let mut probes = 0;
-        while latencies.plan(&["n2", "n3"], 1, now).order[0] != 0 {
-            probes += 1;
-            assert!(probes < 20, "n2 never came back");
-            latencies.record("n2", MS, true, now);
-            latencies.record("n3", MS, true, now);
-            now += PROBE_AFTER;
-        }
+        let probes = probes_until_n2_is_first(&latencies, &mut now, 20);
         assert!(
             probes >= 2,
             "one fast reply should not undo a slow average: {probes}"
@@ -260,14 +250,7 @@ mod tests {
         let latencies = sampled(&[("n2", MS), ("n3", MS)], now);
         latencies.missing("n2", now);
         assert_eq!(latencies.plan(&["n2", "n3"], 1, now).order, vec![1, 0]);
-        let mut probes = 0;
-        while latencies.plan(&["n2", "n3"], 1, now).order[0] != 0 {
-            probes += 1;
-            assert!(probes < 40, "n2 never came back");
-            latencies.record("n2", MS, true, now);
-            latencies.record("n3", MS, true, now);
-            now += PROBE_AFTER;
-        }
+        probes_until_n2_is_first(&latencies, &mut now, 40);
     }
 
     #[test]
