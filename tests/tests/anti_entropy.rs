@@ -500,6 +500,8 @@ async fn wait_agreed(apis: &[Api], rounds_after: u64) {
 struct Usage {
     at: Instant,
     cpu_s: f64,
+    /// Time spent rebuilding and scrubbing trees (a scan of each partition's records).
+    rebuild_s: f64,
     tcp: std::collections::BTreeMap<(String, String), u64>,
     rounds: u64,
     keys_repaired: u64,
@@ -509,6 +511,7 @@ struct Usage {
 struct UsageDelta {
     elapsed: Duration,
     cpu_s: f64,
+    rebuild_s: f64,
     tcp_bytes: u64,
     exchanges: u64,
     keys_repaired: u64,
@@ -516,11 +519,14 @@ struct UsageDelta {
 
 impl Usage {
     async fn now(cluster: &mut TestCluster, apis: &[Api]) -> Self {
-        let (mut rounds, mut keys_repaired) = (0, 0);
+        let (mut rounds, mut keys_repaired, mut rebuild_s) = (0, 0, 0.0);
         for api in apis {
             let ae = api.cluster().await.anti_entropy;
             rounds += ae.rounds;
             keys_repaired += ae.keys_repaired;
+            rebuild_s += api
+                .metric("ringkv_anti_entropy_tree_rebuild_duration_seconds_sum")
+                .await;
         }
         let ticks: f64 = String::from_utf8(
             std::process::Command::new("getconf")
@@ -553,6 +559,7 @@ impl Usage {
         Self {
             at: Instant::now(),
             cpu_s,
+            rebuild_s,
             tcp: peer_tcp_bytes(&ports),
             rounds,
             keys_repaired,
@@ -568,6 +575,7 @@ impl Usage {
         UsageDelta {
             elapsed: self.at - before.at,
             cpu_s: self.cpu_s - before.cpu_s,
+            rebuild_s: self.rebuild_s - before.rebuild_s,
             tcp_bytes,
             exchanges: self.rounds - before.rounds,
             keys_repaired: self.keys_repaired - before.keys_repaired,
@@ -579,10 +587,12 @@ impl UsageDelta {
     fn per_exchange(&self) -> String {
         let n = self.exchanges.max(1) as f64;
         format!(
-            "{} exchanges in {:.1?}: {:.2} ms CPU (both nodes, all work) and {:.0} TCP bytes per exchange",
+            "{} exchanges in {:.1?}: {:.2} ms CPU (both nodes, all work; of it tree \
+             rebuilds and the scrub {:.2} ms) and {:.0} TCP bytes per exchange",
             self.exchanges,
             self.elapsed,
             self.cpu_s * 1000.0 / n,
+            self.rebuild_s * 1000.0 / n,
             self.tcp_bytes as f64 / n
         )
     }
