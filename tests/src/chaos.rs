@@ -55,8 +55,11 @@
 //! made in a fixed order, each once the ring has settled after the one before (the
 //! compose scale test, which scales the StatefulSet's pods out and in).
 //!
-//! Caveats: anti-entropy does not exist yet, so keys converge through hinted
-//! handoff and the read repair of the final reads. Partitions are off (and said so
+//! Keys converge through hinted handoff, anti-entropy (at its default interval) and
+//! the read repair of the final reads; with `RINGKV_CHAOS_HINTS=0` the nodes run
+//! without hints and with anti-entropy every 2 s, so that it is proven without them.
+//!
+//! Caveats: partitions are off (and said so
 //! at the start) where `nft` or CAP_NET_ADMIN is missing, or with
 //! `RINGKV_CHAOS_PARTITIONS=0`. The driver injects faults from one task, so a slow
 //! restart or removal delays the faults planned after it (the printed times are the
@@ -94,6 +97,11 @@ pub const DURATION_ENV: &str = "RINGKV_CHAOS_DURATION_S";
 pub const PARTITIONS_ENV: &str = "RINGKV_CHAOS_PARTITIONS";
 /// Env var that turns membership changes (join, leave, remove) off when `0`.
 pub const MEMBERSHIP_ENV: &str = "RINGKV_CHAOS_MEMBERSHIP";
+/// Env var that turns hinted handoff off when `0`; the nodes then run anti-entropy
+/// every [`HINTS_OFF_ANTI_ENTROPY`], so that it alone (with read repair) heals them.
+pub const HINTS_ENV: &str = "RINGKV_CHAOS_HINTS";
+/// `--anti-entropy-interval` of the nodes when [`HINTS_ENV`] turns hints off.
+pub const HINTS_OFF_ANTI_ENTROPY: &str = "2s";
 
 /// The seed from [`SEED_ENV`], or a fresh random one.
 pub fn seed_from_env() -> u64 {
@@ -610,6 +618,9 @@ pub struct ChaosConfig {
     pub partitions_off: Option<String>,
     /// Why membership changes are off, `None` when the schedule has them.
     pub membership_off: Option<String>,
+    /// Nodes run with `--hinted-handoff false` and anti-entropy every
+    /// [`HINTS_OFF_ANTI_ENTROPY`] ([`HINTS_ENV`]).
+    pub hints_off: bool,
     /// Bound on a leaving node's exit, from its `POST /admin/leave`.
     pub leave_within: Duration,
     /// Bound on a removal: gossip seeing the node down, then the `POST` accepted.
@@ -661,6 +672,7 @@ impl ChaosConfig {
             own_addresses: true,
             partitions_off,
             membership_off,
+            hints_off: turned_off(HINTS_ENV),
             leave_within: Duration::from_secs(180),
             remove_within: Duration::from_secs(60),
             ring_within: Duration::from_secs(180),
@@ -877,7 +889,12 @@ pub async fn start_cluster(config: &ChaosConfig) -> anyhow::Result<ChaosCluster>
     // Keyed, as production clusters should run: the faults must not break the handshake.
     let keys = KeyFile::new(&[secrets::KEY_A]).context("writing the cluster key")?;
     let keyed = |o: NodeOptions, i: usize| {
-        let o = o.flag("--cluster-key-file", keys.arg());
+        let mut o = o.flag("--cluster-key-file", keys.arg());
+        if config.hints_off {
+            o = o
+                .flag("--hinted-handoff", "false")
+                .flag("--anti-entropy-interval", HINTS_OFF_ANTI_ENTROPY);
+        }
         match addrs.get(i) {
             Some(ip) => o.bind_ip(*ip),
             None => o,
@@ -1180,6 +1197,11 @@ pub async fn run<C: ChaosTarget>(cluster: &mut C, config: &ChaosConfig, seed: u6
             schedule.joins_max, schedule.leaves_max, schedule.removes_max
         ),
         Some(why) => eprintln!("chaos: membership changes off: {why}"),
+    }
+    if config.hints_off {
+        eprintln!(
+            "chaos: hinted handoff off ({HINTS_ENV}=0), anti-entropy every {HINTS_OFF_ANTI_ENTROPY}"
+        );
     }
     let nodes = cluster.nodes();
     let ids: Vec<String> = nodes.iter().map(|(id, _)| id.clone()).collect();
