@@ -99,6 +99,8 @@ pub const PARTITIONS_ENV: &str = "RINGKV_CHAOS_PARTITIONS";
 pub const MEMBERSHIP_ENV: &str = "RINGKV_CHAOS_MEMBERSHIP";
 /// Env var that turns hinted handoff off when `0`; the nodes then run anti-entropy
 /// every [`HINTS_OFF_ANTI_ENTROPY`], so that it alone (with read repair) heals them.
+/// Process clusters only ([`start_cluster`]): the compose cluster's nodes keep the
+/// flags of its compose file.
 pub const HINTS_ENV: &str = "RINGKV_CHAOS_HINTS";
 /// `--anti-entropy-interval` of the nodes when [`HINTS_ENV`] turns hints off.
 pub const HINTS_OFF_ANTI_ENTROPY: &str = "2s";
@@ -888,6 +890,11 @@ pub async fn start_cluster(config: &ChaosConfig) -> anyhow::Result<ChaosCluster>
     let addrs: Vec<Ipv4Addr> = ips.iter().map(NodeIp::ip).collect();
     // Keyed, as production clusters should run: the faults must not break the handshake.
     let keys = KeyFile::new(&[secrets::KEY_A]).context("writing the cluster key")?;
+    if config.hints_off {
+        eprintln!(
+            "chaos: hinted handoff off ({HINTS_ENV}=0), anti-entropy every {HINTS_OFF_ANTI_ENTROPY}"
+        );
+    }
     let keyed = |o: NodeOptions, i: usize| {
         let mut o = o.flag("--cluster-key-file", keys.arg());
         if config.hints_off {
@@ -1197,11 +1204,6 @@ pub async fn run<C: ChaosTarget>(cluster: &mut C, config: &ChaosConfig, seed: u6
             schedule.joins_max, schedule.leaves_max, schedule.removes_max
         ),
         Some(why) => eprintln!("chaos: membership changes off: {why}"),
-    }
-    if config.hints_off {
-        eprintln!(
-            "chaos: hinted handoff off ({HINTS_ENV}=0), anti-entropy every {HINTS_OFF_ANTI_ENTROPY}"
-        );
     }
     let nodes = cluster.nodes();
     let ids: Vec<String> = nodes.iter().map(|(id, _)| id.clone()).collect();

@@ -250,25 +250,7 @@ async fn refill_of_a_wiped_replica() {
     let apis: Vec<Api> = (1..=3).map(|i| cluster.node(i).api()).collect();
 
     let load_started = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut writers = Vec::new();
-    for w in 0..64 {
-        let (api, next) = (apis[w % 3].clone(), next.clone());
-        writers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= keys {
-                    return;
-                }
-                api.put_with(&refill_key(i), vec![b'x'; 100], None, "w=3")
-                    .await
-                    .assert_status(204);
-            }
-        }));
-    }
-    for w in writers {
-        w.await.unwrap();
-    }
+    load(&apis, keys, b'x', "w=3").await;
     eprintln!("loaded {keys} keys at w=3 in {:?}", load_started.elapsed());
 
     let idle = read_p99(&apis[..2], keys, Duration::from_secs(10), None).await;
@@ -397,14 +379,16 @@ async fn exchange_cost() {
     let interval = Duration::from_secs(1);
     for keys in sizes {
         let mut cluster = TestCluster::start(2, (2, 1, 2), |o| {
-            o.flag("--hinted-handoff", "false")
-                .flag("--anti-entropy-interval", "1s")
+            o.flag("--hinted-handoff", "false").flag(
+                "--anti-entropy-interval",
+                format!("{}ms", interval.as_millis()),
+            )
         })
         .await
         .expect("starting 2 nodes");
         let apis: Vec<Api> = (1..=2).map(|i| cluster.node(i).api()).collect();
         let started = Instant::now();
-        load(&apis, keys, 0, "w=2").await;
+        load(&apis, keys, b'a', "w=2").await;
         eprintln!(
             "exchange_cost: loaded {keys} keys in {:?}",
             started.elapsed()
@@ -424,7 +408,7 @@ async fn exchange_cost() {
 
         cluster.node(2).kill9().expect("kill -9 n2");
         let changed = keys / 100;
-        load(&apis[..1], changed, 1, "w=1").await;
+        load(&apis[..1], changed, b'b', "w=1").await;
         cluster.node(2).restart().await.expect("restart n2");
         cluster
             .wait_members_alive(2, Duration::from_secs(30))
@@ -441,8 +425,9 @@ async fn exchange_cost() {
     }
 }
 
-/// Writes keys `0..keys` of the refill set (value byte `version`) through `apis`.
-async fn load(apis: &[Api], keys: usize, version: u8, query: &'static str) {
+/// Writes keys `0..keys` of the refill set, 100 bytes of `value` each, through
+/// `apis` (64 writers, taking turns over them) with `query`.
+async fn load(apis: &[Api], keys: usize, value: u8, query: &'static str) {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writers: Vec<_> = (0..64)
         .map(|w| {
@@ -453,7 +438,7 @@ async fn load(apis: &[Api], keys: usize, version: u8, query: &'static str) {
                     if i >= keys {
                         return;
                     }
-                    api.put_with(&refill_key(i), vec![b'a' + version; 100], None, query)
+                    api.put_with(&refill_key(i), vec![value; 100], None, query)
                         .await
                         .assert_status(204);
                 }

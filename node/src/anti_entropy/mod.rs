@@ -15,8 +15,8 @@
 //! bound (or repaired many keys: other peers may be refilling the same replica), the
 //! next round starts after a pause twice as long as the round took (at most a third
 //! of the time goes to repair, so foreground requests keep their latency) instead of
-//! after a whole interval, so a wiped replica refills at a steady pace. Catch-up rounds skip the
-//! scrub and tombstone GC, which can wait for the interval.
+//! after a whole interval, so a wiped replica refills at a steady pace. Catch-up
+//! rounds skip the scrub and tombstone GC, which can wait for the interval.
 //!
 //! Caveats: rounds run one peer at a time; an exchange compares one snapshot of each
 //! side, so a write in flight can show as a difference and be repaired needlessly

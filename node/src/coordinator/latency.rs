@@ -17,8 +17,10 @@
 //! Failed calls count as at least [`FAILED_SAMPLE`], so a peer that refuses quickly
 //! does not look fast, and so does a reply of "no such key" where another replica
 //! had the key: a wiped replica being refilled answers fast and empty, and asking it
-//! would cost the read a repair and the refill its share of the replica's time. The state is a small map behind a lock held for a lookup;
-//! nothing here reads a clock (callers pass `now`), so the simulator runs it as is.
+//! would cost the read a repair and the refill its share of the replica's time.
+//!
+//! The state is a small map behind a lock held for a lookup; nothing here reads a
+//! clock (callers pass `now`), so the simulator runs it as is.
 //!
 //! Caveat: the averages are this node's view only; a peer that is slow for one
 //! coordinator is avoided by that one alone.
@@ -88,15 +90,15 @@ impl ReadLatencies {
             elapsed.max(FAILED_SAMPLE)
         };
         let sample_us = elapsed.as_secs_f64() * 1e6;
-        let mut scores = self.scores.lock().expect("read latencies lock");
-        let score = scores
-            .entry(peer.to_owned())
-            .or_insert_with(|| Score::new(now));
-        score.average_us = Some(match score.average_us {
-            Some(average) if sample_us < average => average + SAMPLE_WEIGHT * (sample_us - average),
-            _ => sample_us,
+        self.update(peer, now, |score| {
+            score.average_us = Some(match score.average_us {
+                Some(average) if sample_us < average => {
+                    average + SAMPLE_WEIGHT * (sample_us - average)
+                }
+                _ => sample_us,
+            });
+            score.touched = now;
         });
-        score.touched = now;
     }
 
     /// Notes that `peer` answered a read with "no such key" where another replica
@@ -107,11 +109,19 @@ impl ReadLatencies {
     /// still arriving) is not counted: it is normal under concurrent writes.
     pub fn missing(&self, peer: &str, now: Instant) {
         let penalty_us = FAILED_SAMPLE.as_secs_f64() * 1e6;
+        self.update(peer, now, |score| {
+            score.average_us = Some(score.average_us.map_or(penalty_us, |a| a.max(penalty_us)));
+        });
+    }
+
+    /// Runs `change` on `peer`'s score, made at `now` if it has none yet.
+    fn update(&self, peer: &str, now: Instant, change: impl FnOnce(&mut Score)) {
         let mut scores = self.scores.lock().expect("read latencies lock");
-        let score = scores
-            .entry(peer.to_owned())
-            .or_insert_with(|| Score::new(now));
-        score.average_us = Some(score.average_us.map_or(penalty_us, |a| a.max(penalty_us)));
+        change(
+            scores
+                .entry(peer.to_owned())
+                .or_insert_with(|| Score::new(now)),
+        );
     }
 
     /// Plans a read that needs `needed` replies from `candidates` (peer ids in
